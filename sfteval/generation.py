@@ -1,0 +1,169 @@
+"""Batched generation done right: manual left padding, per-sequence stop tokens, greedy by
+default, length-sorted batches and out-of-memory batches split instead of lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sfteval.cli import UserError
+
+# Chat templates end an assistant turn with these; each is a stop token where the vocabulary has it.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 1280
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "do_sample": not self.greedy}
+
+
+@dataclass
+class Completion:
+    text: str
+    new_tokens: int
+    stop_reason: str  # "eos" or "length"
+
+
+def stop_token_ids(tokenizer: Any, model: Any, template: str) -> list[int]:
+    """EOS ids from the generation config and tokenizer, plus end-of-turn tokens for chat."""
+    ids: list[int] = []
+    gen_config = getattr(model, "generation_config", None)
+    configured = getattr(gen_config, "eos_token_id", None)
+    for value in (configured if isinstance(configured, list) else [configured]) + [tokenizer.eos_token_id]:
+        if value is not None and value not in ids:
+            ids.append(int(value))
+    if template == "chat":
+        vocab = tokenizer.get_vocab()
+        for token in END_OF_TURN_TOKENS:
+            if token in vocab and vocab[token] not in ids:
+                ids.append(vocab[token])
+    if not ids:
+        raise UserError("the tokenizer defines no EOS token; generation would never stop")
+    return ids
+
+
+def generate_kwargs(settings: GenerationSettings, tokenizer: Any, stop_ids: Sequence[int]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "eos_token_id": list(stop_ids),
+        "pad_token_id": tokenizer.pad_token_id,
+        "do_sample": not settings.greedy,
+    }
+    if settings.greedy:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+    return kwargs
+
+
+def left_pad(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention
+
+
+def split_completion(tokenizer: Any, new_ids: Sequence[int], stop_ids: Sequence[int]) -> Completion:
+    stops = set(stop_ids)
+    for position, token in enumerate(new_ids):
+        if token in stops:
+            text = tokenizer.decode(new_ids[:position], skip_special_tokens=True)
+            return Completion(text, position + 1, "eos")
+    return Completion(tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), "length")
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    stop_ids: Sequence[int],
+) -> list[Completion]:
+    """One left-padded `generate` call; the padding is built here, never left to the tokenizer,
+    so a loader that flips `padding_side` cannot turn it into right padding."""
+    import torch
+
+    input_ids, attention = left_pad(batch, tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    kwargs = generate_kwargs(settings, tokenizer, stop_ids)
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+    new = output[:, input_ids.shape[1] :].tolist()
+    return [split_completion(tokenizer, ids, stop_ids) for ids in new]
+
+
+def is_oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar prompt length, longest first so an
+    out-of-memory batch shows up at the start rather than after an hour."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate_indexed(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    indices: list[int],
+    settings: GenerationSettings,
+    stop_ids: Sequence[int],
+    on_split: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, Completion]]:
+    """Generate for `indices`; a batch that runs out of GPU memory is halved and retried."""
+    import torch
+
+    try:
+        completions = generate_batch(model, tokenizer, [prompts[i] for i in indices], settings, stop_ids)
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        if not is_oom(err):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(indices) == 1:
+            raise UserError(
+                "out of GPU memory on a single prompt; lower --max-new-tokens or use --precision 4bit"
+            ) from None
+        if on_split:
+            on_split(len(indices))
+        half = len(indices) // 2
+        yield from generate_indexed(model, tokenizer, prompts, indices[:half], settings, stop_ids, on_split)
+        yield from generate_indexed(model, tokenizer, prompts, indices[half:], settings, stop_ids, on_split)
+        return
+    yield from zip(indices, completions)
+
+
+def stream_one(
+    model: Any, tokenizer: Any, prompt_ids: Sequence[int], settings: GenerationSettings, stop_ids: Sequence[int]
+) -> Completion:
+    """Generate for one prompt, printing tokens as they come."""
+    import torch
+    from transformers import TextStreamer
+
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([list(prompt_ids)], device=device)
+    kwargs = generate_kwargs(settings, tokenizer, stop_ids)
+    with torch.inference_mode():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+    return split_completion(tokenizer, output[0, input_ids.shape[1] :].tolist(), stop_ids)

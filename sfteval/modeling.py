@@ -1,0 +1,315 @@
+"""Load a model the way the user runs it: hub name, local folder or GGUF file; bf16, 8-bit or
+4-bit; unsloth (GPU fast path) or transformers; optionally with a LoRA adapter.
+
+unsloth and bitsandbytes are imported only inside the functions that need them, so a CPU-only
+machine never needs either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfteval.cli import PRECISIONS, UserError
+
+# Tokens that several model families reserve for padding; the first one present in the
+# vocabulary and different from EOS becomes the pad token (Llama 3 ships the first one unused).
+PAD_TOKEN_CANDIDATES = (
+    "<|finetune_right_pad_id|>",
+    "<pad>",
+    "<|pad|>",
+    "[PAD]",
+    "<|reserved_special_token_0|>",
+    "<unk>",
+    "<|endoftext|>",
+)
+QUANTIZED = ("8bit", "4bit")
+ADAPTER_CONFIG = "adapter_config.json"
+TRAIN_CONFIG = "train_config.json"
+
+
+@dataclass
+class ModelSpec:
+    model: str | None
+    precision: str = "bf16"
+    use_hf: bool = False
+    lora: str | None = None
+    max_seq_length: int = 4096
+    for_training: bool = False
+    llm_int8_threshold: float = 6.0
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    adapter_train_config: dict[str, Any] | None = None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def unsloth_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: bool) -> str:
+    """`unsloth` on a CUDA GPU unless --use-hf; `hf` everywhere else. Quantized weights need a GPU."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if not has_cuda:
+        if precision in QUANTIZED:
+            raise UserError(
+                f"--precision {precision} needs a CUDA GPU with bitsandbytes; on this machine use --precision bf16 --use-hf"
+            )
+        return "hf"
+    if use_hf:
+        return "hf"
+    if not has_unsloth:
+        raise UserError("unsloth is not installed; `pip install -r requirements.txt` or pass --use-hf")
+    return "unsloth"
+
+
+def read_adapter(lora_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The adapter's PEFT config and, if train.py wrote it, its train_config.json."""
+    path = Path(lora_dir)
+    if not path.is_dir():
+        raise UserError(f"adapter folder {lora_dir} does not exist")
+    config_file = path / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise UserError(f"{lora_dir} is not a LoRA adapter folder: it has no {ADAPTER_CONFIG}")
+    try:
+        adapter_config = json.loads(config_file.read_text(encoding="utf-8"))
+        train_file = path / TRAIN_CONFIG
+        train_config = json.loads(train_file.read_text(encoding="utf-8")) if train_file.is_file() else None
+    except json.JSONDecodeError as err:
+        raise UserError(f"adapter folder {lora_dir} holds a broken JSON file ({err.msg})") from None
+    return adapter_config, train_config
+
+
+def resolve_base_model(model: str | None, lora: str | None) -> tuple[str, dict | None]:
+    """The model to load: --model, else the adapter's recorded base model."""
+    train_config = None
+    if lora:
+        adapter_config, train_config = read_adapter(lora)
+        if model is None:
+            model = (train_config or {}).get("base_model") or adapter_config.get("base_model_name_or_path")
+    if not model:
+        raise UserError("no model given: pass --model (a hub name, a local folder or a .gguf file)")
+    return model, train_config
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def looks_like_path(name: str) -> bool:
+    return not HUB_ID.match(name) or name.lower().endswith(".gguf")
+
+
+def check_model_source(name: str) -> None:
+    """Reject a local path that is not there before any slow import or network call."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise UserError(f"{name} is a folder but holds no config.json; point --model at a model folder")
+        return
+    if looks_like_path(name):
+        raise UserError(f"model path {name} does not exist")
+
+
+def gguf_cache_dir() -> Path:
+    root = os.environ.get("SFTEVAL_CACHE") or Path.home() / ".cache" / "sfteval"
+    return Path(root) / "gguf"
+
+
+def materialize_gguf(gguf_path: str | Path) -> Path:
+    """Dequantize a GGUF file once into a bf16 safetensors folder and return that folder.
+
+    Every loader (bitsandbytes quantization, unsloth, PEFT training) then works on an
+    ordinary model folder; transformers needs `GgufConfig(dequantize=True)` for the GGUF
+    weights to be trainable and savable at all.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf_path = Path(gguf_path).expanduser().resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = gguf_cache_dir() / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=filename, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
+    )
+    fix_gguf_eos(tokenizer, model)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "sfteval_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": stat.st_size}))
+    if target.exists():  # another process finished first
+        return target
+    os.replace(tmp, target)
+    return target
+
+
+def fix_gguf_eos(tokenizer: Any, model: Any) -> None:
+    """Trust the GGUF's own EOS id (kept in the generation config) over the converted tokenizer's,
+    which transformers can mislabel (SmolLM2 comes out with EOS = `<|im_start|>`)."""
+    eos_id = model.generation_config.eos_token_id
+    eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
+    if eos_id is not None and eos_id != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+
+
+def local_source(name: str) -> str:
+    """Hub name or folder as given; a .gguf file becomes its dequantized bf16 folder."""
+    check_model_source(name)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise UserError(f"{name} is a file but not a .gguf model; point --model at a folder, hub name or .gguf")
+        return str(materialize_gguf(path))
+    return name
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Give the tokenizer a pad token that is not EOS, so EOS is never masked as padding."""
+    eos = tokenizer.eos_token
+    if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
+        return
+    vocab = tokenizer.get_vocab()
+    for candidate in PAD_TOKEN_CANDIDATES:
+        if candidate in vocab and candidate != eos and candidate != tokenizer.bos_token:
+            tokenizer.pad_token = candidate
+            return
+    raise UserError(
+        "the tokenizer has no token usable as padding besides EOS; add one (e.g. tokenizer.add_special_tokens) first"
+    )
+
+
+def load_tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load the tokenizer of {source}: {first_line(err)}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def bnb_config(precision: str, llm_int8_threshold: float = 6.0) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if precision == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=llm_int8_threshold)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_hf(source: str, spec: ModelSpec, has_cuda: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if spec.precision == "fp32" else torch.bfloat16}
+    if spec.precision in QUANTIZED:
+        kwargs["quantization_config"] = bnb_config(spec.precision, spec.llm_int8_threshold)
+    if has_cuda:
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load model {source}: {first_line(err)}") from None
+    return model, load_tokenizer(source)
+
+
+def load_unsloth(source: str, spec: ModelSpec) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel  # lazy: GPU only
+
+    if spec.precision == "fp32":
+        raise UserError("unsloth loads bf16, 8bit or 4bit; for fp32 pass --use-hf")
+    try:
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source,
+            max_seq_length=spec.max_seq_length,
+            dtype=None,
+            load_in_4bit=spec.precision == "4bit",
+            load_in_8bit=spec.precision == "8bit",
+            load_in_16bit=spec.precision == "bf16",
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"could not load model {source} with unsloth: {first_line(err)}") from None
+    ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
+def attach_adapter(model: Any, lora_dir: str, trainable: bool = False) -> Any:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, lora_dir, is_trainable=trainable)
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load model + tokenizer per `spec`, ready for left-padded batched generation."""
+    name, train_config = resolve_base_model(spec.model, spec.lora)
+    if spec.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    source = local_source(name)
+    has_cuda = cuda_available()
+    loader = choose_loader(spec.precision, spec.use_hf, has_cuda, has_cuda and unsloth_installed())
+    started = time.perf_counter()
+    if loader == "unsloth":
+        model, tokenizer = load_unsloth(source, spec)
+    else:
+        model, tokenizer = load_hf(source, spec, has_cuda)
+    if spec.lora:
+        model = attach_adapter(model, spec.lora, trainable=spec.for_training)
+    if loader == "unsloth" and not spec.for_training:
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    if not spec.for_training:
+        model.eval()
+        tokenizer.padding_side = "left"
+    info = {
+        "model": name,
+        "model_source": source,
+        "adapter": spec.lora,
+        "precision": spec.precision,
+        "loader": loader,
+        "device": "cuda" if has_cuda else "cpu",
+        "load_seconds": round(time.perf_counter() - started, 2),
+        "pad_token": tokenizer.pad_token,
+        "eos_token": tokenizer.eos_token,
+    }
+    if spec.precision == "8bit":
+        info["llm_int8_threshold"] = spec.llm_int8_threshold
+    return LoadedModel(model, tokenizer, info, train_config)
+
+
+def spec_dict(spec: ModelSpec) -> dict[str, Any]:
+    return asdict(spec)

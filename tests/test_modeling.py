@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+
+from sfteval import generation, modeling, prompts
+from sfteval.cli import UserError
+
+
+def test_missing_model_path_is_a_one_line_error():
+    with pytest.raises(UserError, match="does not exist"):
+        modeling.load_model(modeling.ModelSpec(model="./no/such/model", use_hf=True))
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        modeling.load_model(modeling.ModelSpec(model=str(tmp_path), use_hf=True))
+
+
+def test_bad_adapter_folder(tmp_path, smollm2_dir):
+    with pytest.raises(UserError, match="not a LoRA adapter folder"):
+        modeling.load_model(modeling.ModelSpec(model=str(smollm2_dir), lora=str(tmp_path), use_hf=True))
+    with pytest.raises(UserError, match="does not exist"):
+        modeling.load_model(modeling.ModelSpec(model=str(smollm2_dir), lora=str(tmp_path / "x"), use_hf=True))
+
+
+def test_unknown_precision():
+    with pytest.raises(UserError, match="unknown precision"):
+        modeling.choose_loader("3bit", use_hf=True, has_cuda=False, has_unsloth=False)
+
+
+@pytest.mark.parametrize("precision", ["8bit", "4bit"])
+def test_quantized_without_gpu_says_what_works(precision):
+    with pytest.raises(UserError, match="needs a CUDA GPU.*--precision bf16 --use-hf"):
+        modeling.choose_loader(precision, use_hf=False, has_cuda=False, has_unsloth=False)
+
+
+def test_loader_choice():
+    assert modeling.choose_loader("bf16", use_hf=False, has_cuda=False, has_unsloth=False) == "hf"
+    assert modeling.choose_loader("4bit", use_hf=False, has_cuda=True, has_unsloth=True) == "unsloth"
+    assert modeling.choose_loader("4bit", use_hf=True, has_cuda=True, has_unsloth=True) == "hf"
+    with pytest.raises(UserError, match="unsloth is not installed"):
+        modeling.choose_loader("bf16", use_hf=False, has_cuda=True, has_unsloth=False)
+
+
+def test_pad_token_differs_from_eos_for_llama3(llama3_tokenizer):
+    tok = copy.deepcopy(llama3_tokenizer)
+    tok.pad_token = tok.eos_token  # the classic pad == eos setup
+    modeling.ensure_pad_token(tok)
+    # Llama 3.0's vocabulary (this package) has no <|finetune_right_pad_id|>; 3.1's does.
+    assert tok.pad_token == "<|reserved_special_token_0|>"
+    assert tok.pad_token_id not in (tok.eos_token_id, tok.bos_token_id)
+
+
+def test_smollm2_gguf_loads_with_correct_eos_and_distinct_pad(smollm2_dir):
+    loaded = modeling.load_model(modeling.ModelSpec(model=str(smollm2_dir), use_hf=True))
+    tok = loaded.tokenizer
+    assert tok.eos_token == "<|im_end|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+    assert loaded.info["loader"] == "hf" and loaded.info["precision"] == "bf16"
+
+
+def test_batched_greedy_equals_one_by_one_on_smollm2(smollm2_dir):
+    loaded = modeling.load_model(modeling.ModelSpec(model=str(smollm2_dir), use_hf=True, precision="fp32"))
+    model, tok = loaded.model, loaded.tokenizer
+    questions = [
+        "Name three primary colors.",
+        "What is the capital of France? Answer in one word.",
+        "Write a haiku about the sea.",
+        "List five fruits, one per line.",
+    ]
+    ids = [prompts.encode(tok, prompts.render("chat", tok, q)) for q in questions]
+    assert len({len(x) for x in ids}) > 1, "prompts must differ in length so that padding happens"
+    stop = generation.stop_token_ids(tok, model, "chat")
+    settings = generation.GenerationSettings(max_new_tokens=40)
+    batched = generation.generate_batch(model, tok, ids, settings, stop)
+    single = [generation.generate_batch(model, tok, [x], settings, stop)[0] for x in ids]
+    assert batched == single
+    assert "Paris" in batched[1].text
+    assert any(c.stop_reason == "eos" for c in batched)
+
+
+def test_length_sorted_batches_cover_every_index_once():
+    lengths = [5, 50, 7, 49, 8]
+    batches = generation.length_sorted_batches(lengths, 2)
+    assert batches == [[1, 3], [4, 2], [0]]

@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from sfteval import records
+from sfteval.cli import UserError
+
+
+def test_slug_keeps_the_last_path_part():
+    assert records.slug("unsloth/Meta-Llama-3.1-8B") == "Meta-Llama-3.1-8B"
+    assert records.slug("C:\\models\\my model.gguf") == "my-model"
+    assert records.slug("./lora_model_4bit/") == "lora_model_4bit"
+
+
+def test_atomic_write_never_overwrites(tmp_path):
+    target = tmp_path / "out.json"
+    records.write_json_atomic(target, {"a": 1})
+    with pytest.raises(UserError, match="already exists"):
+        records.write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_unique_path_adds_a_counter(tmp_path):
+    first = tmp_path / "run.scores.json"
+    first.write_text("{}")
+    assert records.unique_path(first).name == "run_1.scores.json"
+
+
+@pytest.mark.parametrize("content,message", [("", "is empty"), ("{nope", "not valid JSON")])
+def test_read_json_errors_are_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message) as info:
+        records.read_json(path)
+    assert "\n" not in str(info.value)
+
+
+def test_metadata_names_versions_and_commit():
+    meta = records.run_metadata(model="m")
+    assert meta["model"] == "m"
+    assert meta["library_versions"]["transformers"]
+    assert "git_commit" in meta and "created_at" in meta
