@@ -1,8 +1,8 @@
 """Talk to a base, instruct or finetuned model: one prompt, or an interactive loop.
 
-    python inference.py --lora lora_model_4bit --prompt "Name three primary colors."
-    python inference.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision bf16
-    python inference.py --model path/to/model.gguf --use-hf --precision bf16 --prompt "Hi"
+python inference.py --lora lora_model_4bit --prompt "Name three primary colors."
+python inference.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision bf16
+python inference.py --model path/to/model.gguf --use-hf --precision bf16 --prompt "Hi"
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stop_ids = generation.stop_token_ids(loaded.tokenizer, loaded.model, template)
     info = loaded.info
-    print(f"[{info['model']} | adapter {info['adapter']} | {info['precision']} | {info['loader']} | "
-          f"template {template}]", file=sys.stderr)
+    print(
+        f"[{info['model']} | adapter {info['adapter']} | {info['precision']} | {info['loader']} | template {template}]",
+        file=sys.stderr,
+    )
 
     def answer(text: str) -> None:
         ids = prompts.encode(loaded.tokenizer, prompts.render(template, loaded.tokenizer, text, args.input))

@@ -45,7 +45,9 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = 
         + ("" if default_model is None else f" (default: {default_model}; with --lora, the adapter's base)"),
     )
     group.add_argument("--lora", metavar="DIR", help="LoRA adapter folder written by train.py (or any PEFT adapter)")
-    group.add_argument("--precision", choices=PRECISIONS, default="bf16", help="weights precision (default: %(default)s)")
+    group.add_argument(
+        "--precision", choices=PRECISIONS, default="bf16", help="weights precision (default: %(default)s)"
+    )
     group.add_argument(
         "--use-hf",
         action="store_true",

@@ -165,5 +165,7 @@ def stream_one(
     input_ids = torch.tensor([list(prompt_ids)], device=device)
     kwargs = generate_kwargs(settings, tokenizer, stop_ids)
     with torch.inference_mode():
-        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+        output = model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+        )
     return split_completion(tokenizer, output[0, input_ids.shape[1] :].tolist(), stop_ids)

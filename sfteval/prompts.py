@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 CONCRETE_TEMPLATES = ("alpaca", "chat", "none")
 
 
-@lru_cache(maxsize=None)
+@cache
 def alpaca_template() -> dict[str, str]:
     return json.loads((TEMPLATE_DIR / "alpaca.json").read_text(encoding="utf-8"))
 

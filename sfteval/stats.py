@@ -1,0 +1,67 @@
+"""Uncertainty for accuracies measured on a few hundred items, and paired tests between runs."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+BOOTSTRAP_SEED = 1234
+BOOTSTRAP_SAMPLES = 2000
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion; sensible even near 0 and 1."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_interval(
+    units: Sequence[Sequence[bool]],
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the pooled mean of `units`, resampling whole units.
+
+    A unit is one prompt: for prompt-level accuracy it holds one verdict, for
+    instruction-level accuracy all of that prompt's instruction verdicts, so the
+    instructions of one prompt stay together (they are not independent).
+    """
+    if not units:
+        return (0.0, 0.0)
+    hits = [sum(bool(v) for v in unit) for unit in units]
+    sizes = [len(unit) for unit in units]
+    rng = random.Random(seed)
+    n = len(units)
+    means = []
+    for _ in range(samples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        total = sum(sizes[i] for i in picks)
+        means.append(sum(hits[i] for i in picks) / total if total else 0.0)
+    means.sort()
+    low = means[int((1 - level) / 2 * samples)]
+    high = means[min(samples - 1, int((1 + level) / 2 * samples))]
+    return (low, high)
+
+
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int]:
+    """Exact (binomial) McNemar test on paired verdicts: two-sided p-value from the
+    discordant pairs only (a right and b wrong vs a wrong and b right)."""
+    if len(a) != len(b):
+        raise ValueError("paired verdict lists differ in length")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    n = only_a + only_b
+    if n == 0:
+        p = 1.0
+    else:
+        k = min(only_a, only_b)
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+        p = min(1.0, 2 * tail)
+    return {"only_first": only_a, "only_second": only_b, "discordant": n, "p_value": p}
