@@ -86,6 +86,12 @@ def unique_path(path: str | Path) -> Path:
     raise UserError(f"could not find a free file name next to {path}")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
     """Write via a temporary file and a rename, so a crash never leaves half a file."""
     path = Path(path)
@@ -98,6 +104,7 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 
 BOOTSTRAP_SEED = 1234
@@ -35,19 +34,16 @@ def bootstrap_interval(
     """
     if not units:
         return (0.0, 0.0)
-    hits = [sum(bool(v) for v in unit) for unit in units]
-    sizes = [len(unit) for unit in units]
-    rng = random.Random(seed)
-    n = len(units)
-    means = []
-    for _ in range(samples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        total = sum(sizes[i] for i in picks)
-        means.append(sum(hits[i] for i in picks) / total if total else 0.0)
-    means.sort()
+    import numpy as np
+
+    hits = np.array([sum(bool(v) for v in unit) for unit in units])
+    sizes = np.array([len(unit) for unit in units])
+    picks = np.random.default_rng(seed).integers(0, len(units), size=(samples, len(units)))
+    totals = sizes[picks].sum(axis=1)
+    means = np.sort(np.divide(hits[picks].sum(axis=1), totals, out=np.zeros(samples), where=totals > 0))
     low = means[int((1 - level) / 2 * samples)]
     high = means[min(samples - 1, int((1 + level) / 2 * samples))]
-    return (low, high)
+    return (float(low), float(high))
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int]:
