@@ -36,7 +36,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = None) -> None:
+def add_model_args(
+    parser: argparse.ArgumentParser,
+    default_model: str | None = None,
+    templates: Sequence[str] = TEMPLATES,
+    default_template: str = "auto",
+    template_help: str = "prompt format: auto = the adapter's training template, else the tokenizer's chat template, else none",
+) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -53,9 +59,4 @@ def add_model_args(parser: argparse.ArgumentParser, default_model: str | None = 
         action="store_true",
         help="load with transformers (+ bitsandbytes) instead of unsloth; always the case on a CPU",
     )
-    group.add_argument(
-        "--template",
-        choices=TEMPLATES,
-        default="auto",
-        help="prompt format: auto = the adapter's training template, else the tokenizer's chat template, else none",
-    )
+    group.add_argument("--template", choices=templates, default=default_template, help=template_help)

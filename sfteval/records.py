@@ -77,7 +77,13 @@ def unique_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         return path
-    suffixes = "".join(path.suffixes)
+    # Only word-like suffixes count (".scores.json"): model names such as Meta-Llama-3.1-8B hold dots.
+    kept = []
+    for suffix in reversed(path.suffixes):
+        if not re.fullmatch(r"\.[A-Za-z]+", suffix):
+            break
+        kept.insert(0, suffix)
+    suffixes = "".join(kept)
     stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
     for n in range(1, 10_000):
         candidate = path.with_name(f"{stem}_{n}{suffixes}")

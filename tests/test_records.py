@@ -25,6 +25,9 @@ def test_unique_path_adds_a_counter(tmp_path):
     first = tmp_path / "run.scores.json"
     first.write_text("{}")
     assert records.unique_path(first).name == "run_1.scores.json"
+    dotted = tmp_path / "Meta-Llama-3.1-8B_bf16_20261127_101010.json"
+    dotted.write_text("{}")
+    assert records.unique_path(dotted).name == "Meta-Llama-3.1-8B_bf16_20261127_101010_1.json"
 
 
 @pytest.mark.parametrize("content,message", [("", "is empty"), ("{nope", "not valid JSON")])

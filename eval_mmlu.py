@@ -1,0 +1,174 @@
+"""tinyMMLU, 0-shot: score the four answer letters by next-token log-probability, for a base,
+instruct or finetuned model, and write eval_results/<model>[_<adapter>]_<precision>_tinymmlu_<time>.json.
+
+python eval_mmlu.py --model unsloth/Meta-Llama-3.1-8B --precision bf16
+python eval_mmlu.py --lora lora_model_4bit --precision 4bit
+python eval_mmlu.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision 4bit --template chat
+python eval_mmlu.py --model path/to/model --use-hf --precision fp32 --data ../shared/data/tinymmlu/tinyMMLU_test.jsonl --limit 10
+
+Default prompt (--template none): the standard MMLU 0-shot text, "The following are multiple
+choice questions (with answers) about <subject>.", the question, "A. ..." to "D. ..." and
+"Answer:"; the letters scored are " A" ... " D". --template chat sends that text as one user
+message through the tokenizer's chat template and scores "A" ... "D" as the reply's first token.
+With 100 questions the 95% interval is about +-10 points: compare runs with that in mind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sfteval import cli
+
+DEFAULT_MODEL = "unsloth/Meta-Llama-3.1-8B"
+DEFAULT_OUTPUT_DIR = "eval_results"
+# 16 prompts of up to ~1,100 tokens fit easily next to an 8B model on one 80 GB GPU; a batch
+# that does not fit is halved and retried.
+DEFAULT_BATCH_SIZE = 16
+TEMPLATE_HELP = (
+    "prompt format: none = the plain 0-shot MMLU text, as for a base model (default; the same prompt "
+    "for every model, so base, instruct and finetuned compare directly); chat = that text as a user "
+    "message in the tokenizer's chat template; alpaca = that text as an alpaca instruction"
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from sfteval.mmlu import HUB_DATASET, TEMPLATES, TINYBENCHMARKS_PKL_ENV
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No `auto` here: every model gets the same prompt unless asked otherwise.
+    cli.add_model_args(
+        parser, default_model=DEFAULT_MODEL, templates=TEMPLATES, default_template="none", template_help=TEMPLATE_HELP
+    )
+    parser.add_argument(
+        "--data",
+        default=HUB_DATASET,
+        help="JSONL with question, subject, choices (4), answer (0-3), e.g. "
+        "../shared/data/tinymmlu/tinyMMLU_test.jsonl (default: the hub's %(default)s test split)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=cli.positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="prompts per forward pass (default: %(default)s)",
+    )
+    parser.add_argument("--limit", type=cli.positive_int, help="score only the first N questions (a quick check)")
+    parser.add_argument(
+        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="where the results file goes (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--irt-params",
+        metavar="FILE",
+        help=f"tinyBenchmarks.pkl for the IRT estimates (also ${TINYBENCHMARKS_PKL_ENV}); used only if its sha256 checks out",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def output_name(model: str, adapter: str | None, precision: str, stamp: str) -> str:
+    from sfteval.records import slug
+
+    parts = [slug(model)] + ([slug(adapter)] if adapter else []) + [precision, "tinymmlu", stamp]
+    return "_".join(parts) + ".json"
+
+
+def peak_gpu_memory_gb() -> float | None:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e9, 3)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from sfteval import mmlu, modeling, prompts, records
+
+    items, data = mmlu.load_items(args.data)  # a bad file fails here, before any model loads
+    # n_items: the questions scored; sha256 and is_tinymmlu_test describe the whole source
+    data["n_items_in_source"] = len(items)
+    if args.limit:
+        items = items[: args.limit]
+    data["n_items"] = len(items)
+    # unsloth returns empty logits unless told otherwise; this scorer needs them
+    os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
+    model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
+    loaded = modeling.load_model(
+        modeling.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
+    )
+    template = prompts.resolve_template(args.template, loaded.tokenizer)
+    info = loaded.info
+    adapter_template = (loaded.adapter_train_config or {}).get("template")
+    print(
+        f"[{info['model']} | adapter {info['adapter']} | {info['precision']} | {info['loader']} | template {template}]",
+        file=sys.stderr,
+    )
+    if adapter_template and adapter_template != template:
+        print(
+            f"note: the adapter was trained on the {adapter_template} template; scoring with {template}",
+            file=sys.stderr,
+        )
+
+    started = time.perf_counter()
+    scores, scoring = mmlu.score_items(
+        loaded.model, loaded.tokenizer, items, template, args.batch_size, progress=not args.no_progress
+    )
+    wall = time.perf_counter() - started
+    summary = mmlu.summarize(scores)
+    summary["irt"], summary["irt_note"], irt_parameters = mmlu.irt_estimates(
+        [s.correct for s in scores], data, args.irt_params
+    )
+    metadata = records.run_metadata(
+        model=info["model"],
+        adapter=args.lora,
+        adapter_train_config=loaded.adapter_train_config,
+        precision=info["precision"],
+        loader=info["loader"],
+        template=template,
+        data=data,
+        limit=args.limit,
+        prompt_format="mmlu_0shot",
+        scoring=scoring,
+        load=info,
+        wall_seconds=round(wall, 3),
+        items_per_second=round(len(scores) / wall, 3) if wall > 0 else None,
+        peak_gpu_memory_gb=peak_gpu_memory_gb(),
+        irt_parameters=irt_parameters,
+    )
+    result = records.envelope("tinymmlu_results", metadata, summary=summary, items=[s.to_dict() for s in scores])
+    name = output_name(info["model"], args.lora, info["precision"], records.timestamp())
+    path = records.write_json_atomic(records.unique_path(Path(args.output_dir) / name), result)
+    print_summary(summary, metadata, path)
+    return 0
+
+
+def print_summary(summary: dict, metadata: dict, path: Path) -> None:
+    low, high = summary["accuracy_ci"]
+    counts = "/".join(str(v) for v in summary["prediction_counts"].values())
+    peak = metadata["peak_gpu_memory_gb"]
+    irt = summary["irt"]
+    print(
+        f"tinyMMLU accuracy {summary['accuracy']:.3f} ({summary['n_correct']}/{summary['n']}), "
+        f"95% CI [{low:.3f}, {high:.3f}]"
+    )
+    print(f"  {summary['note']}")
+    print(
+        f"  predicted A/B/C/D: {counts}; mean probability on the four letters {summary['letter_prob_mass_mean']:.2f}; "
+        f"{len(summary['per_subject'])} subjects (per-subject accuracy in the file)"
+    )
+    if irt:
+        print(f"  IRT {irt['irt']:.3f}, p-IRT {irt['pirt']:.3f}, gp-IRT {irt['gpirt']:.3f} ({summary['irt_note']})")
+    else:
+        print(f"  {summary['irt_note']}")
+    print(
+        f"  {metadata['wall_seconds']:.1f} s for {summary['n']} questions"
+        + (f", peak GPU memory {peak:.1f} GB" if peak is not None else "")
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
