@@ -4,7 +4,7 @@ default, length-sorted batches and out-of-memory batches split instead of lost."
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sfteval.cli import UserError
@@ -33,6 +33,7 @@ class Completion:
     text: str
     new_tokens: int
     stop_reason: str  # "eos" or "length"
+    token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids, stop token included
 
 
 def stop_token_ids(tokenizer: Any, model: Any, template: str) -> list[int]:
@@ -84,8 +85,8 @@ def split_completion(tokenizer: Any, new_ids: Sequence[int], stop_ids: Sequence[
     for position, token in enumerate(new_ids):
         if token in stops:
             text = tokenizer.decode(new_ids[:position], skip_special_tokens=True)
-            return Completion(text, position + 1, "eos")
-    return Completion(tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), "length")
+            return Completion(text, position + 1, "eos", list(new_ids[: position + 1]))
+    return Completion(tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), "length", list(new_ids))
 
 
 def generate_batch(
@@ -94,14 +95,18 @@ def generate_batch(
     batch: Sequence[Sequence[int]],
     settings: GenerationSettings,
     stop_ids: Sequence[int],
+    **options: Any,
 ) -> list[Completion]:
     """One left-padded `generate` call; the padding is built here, never left to the tokenizer,
-    so a loader that flips `padding_side` cannot turn it into right padding."""
+    so a loader that flips `padding_side` cannot turn it into right padding. `options` go to
+    `generate` as they are (speed knobs such as `cache_implementation`, or `min_new_tokens`)."""
     import torch
 
     input_ids, attention = left_pad(batch, tokenizer.pad_token_id)
+    if not bool(attention[:, -1].all()):
+        raise AssertionError("batch is not left-padded: a row ends in padding")
     device = next(model.parameters()).device
-    kwargs = generate_kwargs(settings, tokenizer, stop_ids)
+    kwargs = {**generate_kwargs(settings, tokenizer, stop_ids), **options}
     with torch.inference_mode():
         output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
     new = output[:, input_ids.shape[1] :].tolist()
@@ -129,12 +134,13 @@ def generate_indexed(
     settings: GenerationSettings,
     stop_ids: Sequence[int],
     on_split: Callable[[int], None] | None = None,
+    **options: Any,
 ) -> Iterator[tuple[int, Completion]]:
     """Generate for `indices`; a batch that runs out of GPU memory is halved and retried."""
     import torch
 
     try:
-        completions = generate_batch(model, tokenizer, [prompts[i] for i in indices], settings, stop_ids)
+        completions = generate_batch(model, tokenizer, [prompts[i] for i in indices], settings, stop_ids, **options)
     except (RuntimeError, torch.OutOfMemoryError) as err:
         if not is_oom(err):
             raise
@@ -147,8 +153,8 @@ def generate_indexed(
         if on_split:
             on_split(len(indices))
         half = len(indices) // 2
-        yield from generate_indexed(model, tokenizer, prompts, indices[:half], settings, stop_ids, on_split)
-        yield from generate_indexed(model, tokenizer, prompts, indices[half:], settings, stop_ids, on_split)
+        yield from generate_indexed(model, tokenizer, prompts, indices[:half], settings, stop_ids, on_split, **options)
+        yield from generate_indexed(model, tokenizer, prompts, indices[half:], settings, stop_ids, on_split, **options)
         return
     yield from zip(indices, completions)
 

@@ -1,0 +1,80 @@
+"""bench/generate_throughput.py: run specs, the projection arithmetic, and one real tiny run on CPU."""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench" / "generate_throughput.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("generate_throughput", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()
+
+
+def test_run_specs():
+    assert bench.parse_run("hf-8bit-t0") == {
+        "name": "hf-8bit-t0", "loader": "hf", "precision": "8bit", "llm_int8_threshold": 0.0, "cache": "dynamic",
+    }  # fmt: skip
+    assert bench.parse_run("hf-bf16-compile")["cache"] == "compile"
+    assert bench.parse_run("unsloth-4bit")["loader"] == "unsloth"
+    for bad in ("hf-3bit", "vllm-bf16", "hf-bf16-t6", "hf-bf16-fast"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_run(bad)
+    assert [bench.parse_run(name)["precision"] for name in bench.ALL_RUNS] == [
+        "bf16", "bf16", "4bit", "8bit", "8bit", "bf16", "4bit",
+    ]  # fmt: skip
+
+
+def test_batches_match_eval_generate_and_targets_follow_bf16():
+    assert bench.balanced(541, 256) == (181, 3)
+    assert bench.balanced(541, 32) == (32, 17)
+    assert bench.balanced(541, 1000) == (541, 1)
+    results = [
+        {"run": "hf-bf16", "precision": "bf16", "ifeval_minutes": 1.5},
+        {"run": "hf-4bit", "precision": "4bit", "ifeval_minutes": 2.4},
+        {"run": "hf-8bit-t6", "precision": "8bit", "ifeval_minutes": 3.1},
+        {"run": "unsloth-4bit", "precision": "4bit", "skipped": "unsloth is not installed"},
+    ]
+    bench.mark_targets(results)
+    assert [r.get("target") for r in results] == ["ok <=2.0", "miss <=2.2", "miss <=3.0", None]
+    assert bench.progress_line(results[3]) == "unsloth-4bit: skipped: unsloth is not installed"
+    table = bench.table(results).splitlines()
+    assert table[0].split()[:3] == ["run", "rows", "x"] and table[-1].startswith("unsloth-4bit: skipped")
+
+
+def test_tiny_run_on_cpu_prints_figures_and_writes_them(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, str(BENCH), "--shape", "tiny", "--runs", "hf-bf16", "hf-4bit",
+        "--batch-sizes", "200", "--new-tokens", "16", "--prompt-tokens", "8", "--sample-steps", "2",
+        "--model-dir", str(tmp_path / "model"), "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tok/s" in result.stdout and "IFEval min" in result.stdout
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "generate_throughput" and doc["metadata"]["shape"] == "tiny"
+    measured, skipped = doc["results"]
+    assert (measured["batch_rows"], measured["n_batches"]) == (181, 3)
+    assert measured["method"] == "sampled 2" and measured["tokens_per_second"] > 0
+    # the projection is the measured pieces put together: 3 batches of prefill + 15 decode steps
+    batch_seconds = measured["prefill_s"] + 15 * measured["ms_per_step"] / 1e3
+    assert measured["ifeval_minutes"] == pytest.approx(3 * batch_seconds / 60, rel=0.02, abs=0.01)
+    assert measured["tokens_per_second"] == pytest.approx(181 * 16 / batch_seconds, rel=0.02)
+    assert skipped["skipped"] == "needs a CUDA GPU"
+    shape = json.loads((tmp_path / "model" / "bench_shape.json").read_text())
+    assert shape["config"]["num_key_value_heads"] == 2
