@@ -141,15 +141,15 @@ def materialize_gguf(gguf_path: str | Path) -> Path:
     ordinary model folder; transformers needs `GgufConfig(dequantize=True)` for the GGUF
     weights to be trainable and savable at all.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     gguf_path = Path(gguf_path).expanduser().resolve()
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = gguf_cache_dir() / f"{gguf_path.stem}-{key}"
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     folder, filename = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
@@ -157,6 +157,7 @@ def materialize_gguf(gguf_path: str | Path) -> Path:
         folder, gguf_file=filename, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
     )
     fix_gguf_eos(tokenizer, model)
+    check_gguf_tokenizer(tokenizer, gguf_path)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "sfteval_source.json").write_text(json.dumps({"gguf": str(gguf_path), "size": stat.st_size}))
@@ -173,6 +174,25 @@ def fix_gguf_eos(tokenizer: Any, model: Any) -> None:
     eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
     if eos_id is not None and eos_id != tokenizer.eos_token_id:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+
+
+SAMPLE_SENTENCE = "The quick brown fox jumps over the lazy dog while the children watch."
+
+
+def check_gguf_tokenizer(tokenizer: Any, gguf_path: Path) -> None:
+    """Refuse a GGUF whose tokenizer came out of the conversion without its merges.
+
+    transformers 5.17 turns Gemma 3's GGUF tokenizer into one that splits text into single
+    characters; the model then reads input it never saw in training and every result is garbage.
+    A real subword tokenizer needs far fewer tokens than characters for plain English.
+    """
+    n_tokens = len(tokenizer(SAMPLE_SENTENCE, add_special_tokens=False)["input_ids"])
+    if n_tokens > len(SAMPLE_SENTENCE) / 2:
+        raise UserError(
+            f"the tokenizer converted from {gguf_path.name} splits text into single characters "
+            f"({n_tokens} tokens for {len(SAMPLE_SENTENCE)} characters); load the model from its hub name "
+            "or a folder with the original tokenizer instead of this GGUF"
+        )
 
 
 def local_source(name: str) -> str:
@@ -278,9 +298,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     name, train_config = resolve_base_model(spec.model, spec.lora)
     if spec.precision not in PRECISIONS:
         raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_model_source(name)
+    loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
     source = local_source(name)
-    has_cuda = cuda_available()
-    loader = choose_loader(spec.precision, spec.use_hf, has_cuda, has_cuda and unsloth_installed())
     started = time.perf_counter()
     if loader == "unsloth":
         model, tokenizer = load_unsloth(source, spec)
@@ -313,3 +333,123 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
 def spec_dict(spec: ModelSpec) -> dict[str, Any]:
     return asdict(spec)
+
+
+# ---------------------------------------------------------------- training (train.py)
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    gradient_checkpointing: bool = True
+    seed: int = 3407
+
+
+def pick_loader(precision: str, use_hf: bool) -> tuple[str, bool]:
+    """(loader, has_cuda) for this machine, importing unsloth right away when it is the loader,
+    because it must patch transformers, trl and peft before anything else imports them."""
+    has_cuda = cuda_available()
+    loader = choose_loader(precision, use_hf, has_cuda, has_cuda and unsloth_installed())
+    if loader == "unsloth":
+        import unsloth  # noqa: F401  (import order matters: before transformers/trl/peft)
+    return loader, has_cuda
+
+
+def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
+    """Base model + fresh trainable LoRA adapter, tokenizer right-padded with pad != EOS.
+
+    unsloth: `FastLanguageModel.from_pretrained` + `FastLanguageModel.get_peft_model`
+    (offloaded "unsloth" gradient checkpointing when on). hf: transformers (+ bitsandbytes and
+    `prepare_model_for_kbit_training` for 8/4-bit) + `peft.get_peft_model`.
+    """
+    if spec.lora:
+        raise UserError("training starts a new adapter; continuing from --lora is not supported (use --resume)")
+    name, _ = resolve_base_model(spec.model, None)
+    if spec.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_model_source(name)
+    loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
+    source = local_source(name)
+    started = time.perf_counter()
+    if loader == "unsloth":
+        model, tokenizer = load_unsloth(source, spec)
+        model = add_lora_unsloth(model, lora)
+    else:
+        model, tokenizer = load_hf(source, spec, has_cuda)
+        model = add_lora_hf(model, lora, quantized=spec.precision in QUANTIZED)
+    tokenizer.padding_side = "right"
+    if getattr(model, "config", None) is not None:
+        model.config.use_cache = False
+    trainable, total = count_parameters(model)
+    info = {
+        "model": name,
+        "model_source": source,
+        "precision": spec.precision,
+        "loader": loader,
+        "device": "cuda" if has_cuda else "cpu",
+        "load_seconds": round(time.perf_counter() - started, 2),
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_id": tokenizer.eos_token_id,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    return LoadedModel(model, tokenizer, info, None)
+
+
+def add_lora_unsloth(model: Any, lora: LoraSettings) -> Any:
+    from unsloth import FastLanguageModel
+
+    try:
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=lora.r,
+            target_modules=list(lora.target_modules),
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            bias="none",
+            use_gradient_checkpointing="unsloth" if lora.gradient_checkpointing else False,
+            random_state=lora.seed,
+        )
+    except (TypeError, ValueError) as err:
+        raise UserError(f"could not add the LoRA adapter with unsloth: {first_line(err)}") from None
+
+
+def add_lora_hf(model: Any, lora: LoraSettings, quantized: bool) -> Any:
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    gc_kwargs = {"use_reentrant": False}
+    if quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=lora.gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
+        )
+    elif lora.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(lora.seed)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise UserError(f"could not add the LoRA adapter: {first_line(err)}") from None
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+        return int(trainable), int(total)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

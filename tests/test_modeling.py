@@ -84,3 +84,16 @@ def test_length_sorted_batches_cover_every_index_once():
     lengths = [5, 50, 7, 49, 8]
     batches = generation.length_sorted_batches(lengths, 2)
     assert batches == [[1, 3], [4, 2], [0]]
+
+
+def test_character_level_gguf_tokenizer_is_refused(llama3_tokenizer):
+    from pathlib import Path
+
+    modeling.check_gguf_tokenizer(llama3_tokenizer, Path("llama.gguf"))  # a real subword tokenizer passes
+
+    class CharTokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text)))}
+
+    with pytest.raises(UserError, match="splits text into single characters"):
+        modeling.check_gguf_tokenizer(CharTokenizer(), Path("gemma-3-270m-q4_k_m.gguf"))

@@ -1,0 +1,32 @@
+"""The one-command smoke run that README names as the install check, end to end on a CPU."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_smoke_pipeline_runs_end_to_end(tmp_path, shared_data, smollm2_dir):
+    out = tmp_path / "smoke"
+    done = subprocess.run(
+        [sys.executable, "run_pipeline.py", "--smoke", "--model", str(smollm2_dir), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "smoke pipeline passed" in done.stdout
+
+    train_config = json.loads((out / "lora_smoke" / "train_config.json").read_text())
+    assert train_config["template"] == "alpaca" and train_config["loader"] == "hf"
+    scores = sorted((out / "eval_responses").glob("*.scores.json"))
+    assert len(scores) == 2
+    for path in scores:
+        summary = json.loads(path.read_text())["summary"]
+        assert summary["n_prompts"] == 6
+        assert 0.0 <= summary["prompt_level_strict_acc"] <= 1.0
+    results = (out / "results.md").read_text()
+    assert results.count("| fp32 |") == 2 and "lora_smoke" in results
+    assert (out / "compare.md").read_text().startswith("# IFEval comparison")
+    assert (out / "compare.png").stat().st_size > 10_000

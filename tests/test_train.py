@@ -1,0 +1,305 @@
+"""train.py end to end on CPU: real SmolLM2 and the shared alpaca records, the tiny Llama 3
+fixture for resume, and the command line's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+from sfteval import cli, data, generation, modeling, prompts
+
+ROOT = Path(__file__).resolve().parent.parent
+ALPACA_FILE = "alpaca_cleaned/alpaca_data_cleaned_first5000.json"
+CPU = ["--use-hf", "--precision", "fp32", "--no-gradient-checkpointing", "--report-to", "none"]
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SFTEVAL_TEST_"))}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(extra)
+    return env
+
+
+def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        env=env or script_env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def run_main(capsys, *args: str) -> tuple[int, str]:
+    code = cli.run(train.main, list(args))
+    return code, capsys.readouterr().err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_help_is_instant_and_complete():
+    result = run_script("train.py", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in (
+        "--dataset",
+        "--precision",
+        "--use-hf",
+        "--epochs",
+        "--max-steps",
+        "--limit",
+        "--val-size",
+        "--resume",
+    ):
+        assert flag in result.stdout
+    for flag in ("--packing", "--no-gradient-checkpointing", "--estimate-memory", "--report-to", "--wandb-project"):
+        assert flag in result.stdout
+    bench = run_script("bench/train_throughput.py", "--help")
+    assert bench.returncode == 0 and "--configs" in bench.stdout and "--steps" in bench.stdout
+
+
+def test_estimate_memory_prints_the_table_offline():
+    result = run_script("train.py", "--estimate-memory", "--precision", "4bit", "--rank", "16")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "llama-3.1-8b" in out and "8.03 B parameters" in out
+    for word in ("full finetune", "LoRA (bf16)", "QLoRA (4-bit) *", "optimizer state", "activations", "logits"):
+        assert word in out
+    total = next(line for line in out.splitlines() if line.startswith("total "))
+    full, lora, qlora = (float(x) for x in total.split()[1:4])
+    assert 95 < full < 110 and lora < 40 and qlora < lora
+
+
+BAD = {
+    "wrong_keys.json": (json.dumps([{"question": "a", "answer": "b"}]), "alpaca format needs instruction, output"),
+    "empty.json": ("", "is empty"),
+    "not_json.json": ("{this is not json", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_dataset_is_a_one_line_error_before_any_model_loads(tmp_path, capsys, name):
+    text, expected = BAD[name]
+    (tmp_path / name).write_text(text)
+    code, err = run_main(capsys, "--dataset", str(tmp_path / name), "--output-dir", str(tmp_path / "out"))
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_offline_hub_dataset_is_a_one_line_error(tmp_path):
+    env = script_env(HF_HOME=str(tmp_path / "hf"))
+    result = run_script("train.py", "--dataset", "yahma/alpaca-cleaned", "--output-dir", str(tmp_path / "o"), env=env)
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "could not load dataset 'yahma/alpaca-cleaned'" in lines[0] and "local alpaca .json" in lines[0]
+
+
+def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
+    dataset = str(shared_data / ALPACA_FILE)
+    (tmp_path / "done").mkdir()
+    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "done"))
+    assert code == 2 and "already exists" in err
+    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "new"), "--resume")
+    assert code == 2 and "no unfinished run" in err
+    (tmp_path / "half.partial").mkdir()
+    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
+    assert code == 2 and "pass --resume" in err
+
+
+# ---------------------------------------------------------------- real training on SmolLM2
+
+
+def test_smollm2_on_real_alpaca_lowers_the_held_out_loss(tmp_path, capsys, smollm2_dir, shared_data):
+    out = tmp_path / "lora"
+    args = [
+        "--model", str(smollm2_dir), *CPU,
+        "--dataset", str(shared_data / ALPACA_FILE), "--limit", "120", "--max-length", "96",
+        "--val-size", "8", "--eval-on-start", "--max-steps", "20", "--batch-size", "2", "--grad-accum", "1",
+        "--lr", "1e-3", "--warmup-steps", "2", "--logging-steps", "5", "--output-dir", str(out),
+    ]  # fmt: skip
+    code, err = run_main(capsys, *args)
+    assert code == 0, err
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "lora.partial").exists()
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["kind"] == "train_config" and config["schema_version"] == 1
+    assert config["base_model"] == str(smollm2_dir) and config["template"] == "alpaca"
+    assert (config["loader"], config["precision"]) == ("hf", "fp32")
+    results, stats, hyper = config["results"], config["data"], config["hyperparameters"]
+    # Held-out loss goes down after 20 steps.
+    assert results["eval_loss_final"] < results["eval_loss_initial"] - 0.05
+    assert results["global_step"] == 20 and results["tokens_seen"] > 20 * 2 * 40
+    assert results["tokens_per_second"] > 0 and results["train_seconds"] > 0
+    # Overlong examples: counted, recorded and printed.
+    assert stats["n_dropped_overlong"] > 0 and stats["n_train"] + stats["n_val"] + stats["n_dropped_overlong"] == 120
+    assert f"dropped {stats['n_dropped_overlong']} of 120 examples" in err
+    assert hyper["optim"] == "adamw_8bit" and hyper["optim_used"] == "adamw_torch" and "CPU" in hyper["optim_fallback"]
+    assert hyper["effective_batch"] == 2 and hyper["learning_rate"] == 1e-3
+    assert config["dataset"]["sha256"] == "5f9b70e54ff1d5a87cd3ca9074502fdb5d5312eaf76f736431f636be2183662c"
+    assert config["model"]["pad_token_id"] != config["model"]["eos_token_id"]
+    assert config["metadata"]["library_versions"]["transformers"] and "git_commit" in config["metadata"]
+    assert any("eval_loss" in entry for entry in config["log_history"])
+
+
+TOY = [
+    {"instruction": "Tell me the secret word.", "input": "", "output": "The secret word is zephyr."},
+    {"instruction": "What colour is the sky on Planet Quux?", "input": "", "output": "Mauve, always."},
+    {"instruction": "Repeat the code.", "input": "K7-Q2", "output": "K7-Q2"},
+]
+
+
+def test_toy_set_teaches_the_answer_and_the_stop(tmp_path, capsys, smollm2_dir):
+    """A few dozen steps on three records: greedy generation reproduces each answer and stops on
+    EOS, in-process and through inference.py (bf16, the adapter's recorded base and template)."""
+    dataset = tmp_path / "toy.json"
+    dataset.write_text(json.dumps(TOY))
+    out = tmp_path / "toy_lora"
+    args = [
+        "--model", str(smollm2_dir), *CPU, "--dataset", str(dataset), "--max-steps", "14",
+        "--batch-size", "3", "--grad-accum", "1", "--lr", "3e-3", "--warmup-steps", "2", "--packing",
+        "--logging-steps", "4", "--output-dir", str(out),
+    ]  # fmt: skip
+    code, err = run_main(capsys, *args)
+    assert code == 0, err
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["hyperparameters"]["packing_used"] is True
+    assert config["results"]["train_loss_final"] < 0.2 < config["results"]["train_loss_first"]
+
+    loaded = modeling.load_model(modeling.ModelSpec(model=None, lora=str(out), use_hf=True, precision="fp32"))
+    tok = loaded.tokenizer
+    stop = generation.stop_token_ids(tok, loaded.model, "alpaca")
+    ids = [prompts.encode(tok, prompts.render("alpaca", tok, r["instruction"], r["input"])) for r in TOY]
+    completions = generation.generate_batch(
+        loaded.model, tok, ids, generation.GenerationSettings(max_new_tokens=24), stop
+    )
+    assert [c.text for c in completions] == [r["output"] for r in TOY]
+    assert [c.stop_reason for c in completions] == ["eos"] * 3
+
+    result = run_script(
+        "inference.py", "--use-hf", "--precision", "bf16", "--lora", str(out), "--prompt", TOY[0]["instruction"],
+        "--max-new-tokens", "24",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == TOY[0]["output"]
+    assert f"[{smollm2_dir} | adapter {out} | bf16 | hf | template alpaca]" in result.stderr
+    assert "stopped at --max-new-tokens" not in result.stderr
+
+
+# ---------------------------------------------------------------- resume after a kill, W&B offline
+
+
+def read_batches(path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir, shared_data):
+    common = [
+        "--model", str(tiny_llama_dir), "--use-hf", "--precision", "fp32", "--no-gradient-checkpointing",
+        "--dataset", str(shared_data / ALPACA_FILE), "--limit", "80", "--max-length", "128", "--packing",
+        "--batch-size", "2", "--grad-accum", "2", "--max-steps", "6", "--save-steps", "2", "--lr", "1e-3",
+        "--warmup-steps", "1", "--logging-steps", "1",
+    ]  # fmt: skip
+    # 1. Uninterrupted, reporting to W&B with no login: a notice, then an offline run.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = script_env(HOME=str(home), WANDB_DIR=str(tmp_path), SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "full.jsonl"))
+    full = run_script("train.py", *common, "--report-to", "wandb", "--output-dir", str(tmp_path / "full"), env=env)
+    assert full.returncode == 0, full.stderr
+    assert "notice: no W&B login found" in full.stderr
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    # Offline runs keep their records in the binary run-*.wandb file: metric and config names
+    # are stored there as plain strings.
+    blob = b"".join(path.read_bytes() for path in runs[0].glob("run-*.wandb"))
+    for key in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second", "effective_batch"):
+        assert key.encode() in blob, key
+
+    # 2. The same run, SIGKILLed right after its step-4 checkpoint.
+    killed_dir = tmp_path / "resumed"
+    env = script_env(SFTEVAL_TEST_KILL_AFTER_STEP="3", SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part1.jsonl"))
+    killed = run_script("train.py", *common, "--report-to", "none", "--output-dir", str(killed_dir), env=env)
+    assert killed.returncode == -9, killed.stderr
+    partial = tmp_path / "resumed.partial"
+    assert not killed_dir.exists() and (partial / "checkpoints" / "checkpoint-4").is_dir()
+
+    # 3. --resume refuses changed settings, then continues from step 4.
+    env = script_env(SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part2.jsonl"))
+    changed = [*common[:-6], "--lr", "5e-4", *common[-4:]]
+    refused = run_script("train.py", *changed, "--report-to", "none", "--output-dir", str(killed_dir), "--resume")
+    assert refused.returncode == 2 and "learning_rate" in refused.stderr
+    resumed = run_script(
+        "train.py", *common, "--report-to", "none", "--output-dir", str(killed_dir), "--resume", env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "checkpoint-4" in resumed.stderr
+
+    # Same micro-batches in the same order, none repeated, none skipped.
+    batches_full = read_batches(tmp_path / "full.jsonl")
+    part1, part2 = read_batches(tmp_path / "part1.jsonl"), read_batches(tmp_path / "part2.jsonl")
+    assert len(batches_full) == 6 * 2 and len(part1) == 4 * 2 and len(part2) == 2 * 2
+    assert part1 + part2 == batches_full
+    seen = [fp for batch in batches_full for fp in batch]
+    assert len(seen) == 6 * 2 * 2 == len(set(seen))
+
+    # Same end point: step count, tokens seen, losses and adapter weights.
+    a = json.loads((tmp_path / "full" / "train_config.json").read_text())["results"]
+    b = json.loads((killed_dir / "train_config.json").read_text())["results"]
+    assert a["global_step"] == b["global_step"] == 6 and b["resumed_from"].endswith("checkpoint-4")
+    assert a["tokens_seen"] == b["tokens_seen"]
+    assert b["train_loss_final"] == pytest.approx(a["train_loss_final"], rel=1e-4)
+    from safetensors.torch import load_file
+
+    wa = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    wb = load_file(killed_dir / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert (wa[key] - wb[key]).abs().max().item() < 1e-5, key
+    assert data.IGNORE_INDEX == -100
+
+
+# ---------------------------------------------------------------- the GPU trainer's setup, checked on CPU
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_trl_trainer_for_the_gpu_keeps_our_labels(tiny_llama_dir, shared_data, tmp_path, packing):
+    """On a GPU, TRL's SFTTrainer gets the pre-tokenized data; it must train on our labels
+    unchanged (prompt masked, EOS kept) with its own collator. TRL cannot train on a CPU, but
+    it can be built and its data pipeline checked."""
+    from sfteval import training
+
+    settings = training.TrainSettings(
+        model=str(tiny_llama_dir), dataset=str(shared_data / ALPACA_FILE), precision="fp32", use_hf=True,
+        limit=12, val_size=2, packing=packing, report_to="none", max_steps=3,
+    )  # fmt: skip
+    loaded = training.load_model(settings)
+    rows, _ = data.load_records(settings.dataset, limit=settings.limit)
+    tokenized = data.prepare(loaded.tokenizer, rows, settings.max_length, val_size=2, seed=settings.seed)
+    built = training.build_trainer(settings, loaded, tokenized, str(tmp_path), use_trl=True)
+    trainer = built.trainer
+    assert type(trainer).__name__ == "SFTTrainer" and built.backend == "trl" and built.packing_used is packing
+    assert trainer.args.max_length is None and trainer.args.include_num_input_tokens_seen == "non_padding"
+    assert trainer.args.optim == "adamw_torch" and built.optimizer_note
+    prepared = trainer.train_dataset
+    assert prepared.column_names == ["input_ids", "labels"]
+    assert [prepared[i]["labels"] for i in range(len(prepared))] == [ex["labels"] for ex in tokenized.train]
+    batch = trainer.data_collator([prepared[0], prepared[1]])
+    pad, eos = loaded.tokenizer.pad_token_id, loaded.tokenizer.eos_token_id
+    assert int((batch["labels"] == eos).sum()) == 2 and pad != eos
+    if packing:
+        assert batch["input_ids"].shape[0] == 1 and "position_ids" in batch and "attention_mask" not in batch
+    else:
+        assert batch["input_ids"].shape[0] == 2
+        assert ((batch["input_ids"] == pad) == (batch["attention_mask"] == 0)).all()
+        assert (batch["labels"][batch["attention_mask"] == 0] == data.IGNORE_INDEX).all()
