@@ -151,20 +151,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def llama3_tokenizer():
     """The real Llama 3 tokenizer with BOS added on encode and a distinct pad token."""
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
     from sfteval import modeling, testmodels
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(testmodels.llama3_tokenizer_dir() / "tokenizer.json"),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|end_of_text|>",
-    )
-    bos = tokenizer.bos_token
-    tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
-    )
+    tokenizer = testmodels.llama3_tokenizer()
     modeling.ensure_pad_token(tokenizer)
     return tokenizer
 

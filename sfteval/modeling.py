@@ -293,19 +293,22 @@ def attach_adapter(model: Any, lora_dir: str, trainable: bool = False) -> Any:
     return PeftModel.from_pretrained(model, lora_dir, is_trainable=trainable)
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load model + tokenizer per `spec`, ready for left-padded batched generation."""
-    name, train_config = resolve_base_model(spec.model, spec.lora)
+def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
+    """(loader, has_cuda, source): bad precision or path fail before any slow import, unsloth is
+    imported before transformers when it is the loader, and a .gguf becomes its bf16 folder."""
     if spec.precision not in PRECISIONS:
         raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
     check_model_source(name)
     loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
-    source = local_source(name)
+    return loader, has_cuda, local_source(name)
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load model + tokenizer per `spec`, ready for left-padded batched generation."""
+    name, train_config = resolve_base_model(spec.model, spec.lora)
+    loader, has_cuda, source = prepare_source(spec, name)
     started = time.perf_counter()
-    if loader == "unsloth":
-        model, tokenizer = load_unsloth(source, spec)
-    else:
-        model, tokenizer = load_hf(source, spec, has_cuda)
+    model, tokenizer = load_unsloth(source, spec) if loader == "unsloth" else load_hf(source, spec, has_cuda)
     if spec.lora:
         model = attach_adapter(model, spec.lora, trainable=spec.for_training)
     if loader == "unsloth" and not spec.for_training:
@@ -370,11 +373,7 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
     if spec.lora:
         raise UserError("training starts a new adapter; continuing from --lora is not supported (use --resume)")
     name, _ = resolve_base_model(spec.model, None)
-    if spec.precision not in PRECISIONS:
-        raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    check_model_source(name)
-    loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
-    source = local_source(name)
+    loader, has_cuda, source = prepare_source(spec, name)
     started = time.perf_counter()
     if loader == "unsloth":
         model, tokenizer = load_unsloth(source, spec)

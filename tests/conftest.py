@@ -40,21 +40,9 @@ def smollm2_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def llama3_tokenizer():
-    from tokenizers.processors import TemplateProcessing
-    from transformers import PreTrainedTokenizerFast
-
     from sfteval import testmodels
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(testmodels.llama3_tokenizer_dir() / "tokenizer.json"),
-        bos_token="<|begin_of_text|>",
-        eos_token="<|end_of_text|>",
-    )
-    # The real Llama 3 tokenizer adds <|begin_of_text|> itself; these packaged files do not.
-    bos = tokenizer.bos_token
-    tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
-    )
+    tokenizer = testmodels.llama3_tokenizer()
     tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
     return tokenizer
 

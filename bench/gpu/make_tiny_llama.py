@@ -8,7 +8,10 @@ dimensions that are multiples of 64, hence the sizes.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 
 def main() -> None:
@@ -18,16 +21,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from tokenizers.processors import TemplateProcessing
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    bos, eos = "<|begin_of_text|>", "<|end_of_text|>"
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(args.tokenizer / "tokenizer.json"), bos_token=bos, eos_token=eos
-    )
-    tokenizer._tokenizer.post_processor = TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
-    )
+    from sfteval import testmodels
+
+    tokenizer = testmodels.llama3_tokenizer(args.tokenizer)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
