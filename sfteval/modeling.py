@@ -157,6 +157,7 @@ def materialize_gguf(gguf_path: str | Path) -> Path:
         folder, gguf_file=filename, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
     )
     fix_gguf_eos(tokenizer, model)
+    tokenizer = repair_gguf_tokenizer(tokenizer, gguf_path)
     check_gguf_tokenizer(tokenizer, gguf_path)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -179,19 +180,38 @@ def fix_gguf_eos(tokenizer: Any, model: Any) -> None:
 SAMPLE_SENTENCE = "The quick brown fox jumps over the lazy dog while the children watch."
 
 
+def splits_into_characters(tokenizer: Any) -> bool:
+    return len(tokenizer(SAMPLE_SENTENCE, add_special_tokens=False)["input_ids"]) > len(SAMPLE_SENTENCE) / 2
+
+
+def repair_gguf_tokenizer(tokenizer: Any, gguf_path: Path) -> Any:
+    """For a SentencePiece GGUF (Gemma, Llama 2), a tokenizer rebuilt from the file's own vocabulary
+    and scores (sfteval.gguf_tokenizer); other GGUFs keep transformers' conversion.
+
+    transformers 5.17's conversion of Gemma 3's tokenizer is not SentencePiece's: in memory it
+    splits "quick brown" into "qu|ick|b|ro|wn", and once saved and reloaded into single characters.
+    """
+    from sfteval import gguf_tokenizer
+
+    proto = gguf_tokenizer.spm_proto_from_gguf(gguf_path)
+    if proto is None:
+        return tokenizer
+    rebuilt = gguf_tokenizer.fast_tokenizer_from_spm(proto)
+    rebuilt.chat_template = getattr(tokenizer, "chat_template", None)
+    return rebuilt
+
+
 def check_gguf_tokenizer(tokenizer: Any, gguf_path: Path) -> None:
     """Refuse a GGUF whose tokenizer came out of the conversion without its merges.
 
-    transformers 5.17 turns Gemma 3's GGUF tokenizer into one that splits text into single
-    characters; the model then reads input it never saw in training and every result is garbage.
-    A real subword tokenizer needs far fewer tokens than characters for plain English.
+    The last guard after `repair_gguf_tokenizer`: a model fed single characters reads input it
+    never saw in training and every result is garbage. A real subword tokenizer needs far fewer
+    tokens than characters for plain English.
     """
-    n_tokens = len(tokenizer(SAMPLE_SENTENCE, add_special_tokens=False)["input_ids"])
-    if n_tokens > len(SAMPLE_SENTENCE) / 2:
+    if splits_into_characters(tokenizer):
         raise UserError(
-            f"the tokenizer converted from {gguf_path.name} splits text into single characters "
-            f"({n_tokens} tokens for {len(SAMPLE_SENTENCE)} characters); load the model from its hub name "
-            "or a folder with the original tokenizer instead of this GGUF"
+            f"the tokenizer converted from {gguf_path.name} splits text into single characters; load the model "
+            "from its hub name or a folder with the original tokenizer instead of this GGUF"
         )
 
 
