@@ -32,36 +32,6 @@ DEFAULT_MODEL = "unsloth/Meta-Llama-3.1-8B"
 DEFAULT_DATASET = "yahma/alpaca-cleaned"
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def module_list(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
@@ -96,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit", type=cli.positive_int, help="use only the first N records")
     data.add_argument(
         "--val-size",
-        type=non_negative_float,
+        type=cli.non_negative_float,
         default=0.0,
         help="held-out examples: a fraction < 1 or a count (default: none)",
     )
@@ -115,7 +85,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--rank", "--lora-r", dest="lora_r", type=cli.positive_int, default=16, help="LoRA rank (default: %(default)s)"
     )
     lora.add_argument("--lora-alpha", type=cli.positive_int, default=16, help="(default: %(default)s)")
-    lora.add_argument("--lora-dropout", type=non_negative_float, default=0.0, help="(default: %(default)s)")
+    lora.add_argument("--lora-dropout", type=cli.non_negative_float, default=0.0, help="(default: %(default)s)")
     lora.add_argument(
         "--target-modules",
         type=module_list,
@@ -124,7 +94,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
 
     optim = parser.add_argument_group("optimization")
-    optim.add_argument("--lr", dest="learning_rate", type=positive_float, default=2e-4, help="(default: %(default)s)")
+    optim.add_argument(
+        "--lr", dest="learning_rate", type=cli.positive_float, default=2e-4, help="(default: %(default)s)"
+    )
     optim.add_argument(
         "--optim",
         default="adamw_8bit",
@@ -140,13 +112,13 @@ def make_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--lr-scheduler", choices=("linear", "cosine", "constant", "constant_with_warmup"), default="linear"
     )
-    optim.add_argument("--warmup-steps", type=non_negative_int, default=5, help="(default: %(default)s)")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=0.01, help="(default: %(default)s)")
+    optim.add_argument("--warmup-steps", type=cli.non_negative_int, default=5, help="(default: %(default)s)")
+    optim.add_argument("--weight-decay", type=cli.non_negative_float, default=0.01, help="(default: %(default)s)")
     optim.add_argument(
-        "--max-grad-norm", type=non_negative_float, default=1.0, help="clip; 0 = off (default: %(default)s)"
+        "--max-grad-norm", type=cli.non_negative_float, default=1.0, help="clip; 0 = off (default: %(default)s)"
     )
     optim.add_argument("--seed", type=int, default=3407, help="(default: %(default)s)")
-    optim.add_argument("--epochs", type=positive_float, default=1.0, help="(default: %(default)s)")
+    optim.add_argument("--epochs", type=cli.positive_float, default=1.0, help="(default: %(default)s)")
     optim.add_argument(
         "--max-steps", type=cli.positive_int, help="stop after this many optimizer steps (overrides --epochs)"
     )
