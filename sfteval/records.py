@@ -171,7 +171,10 @@ def library_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """The project's commit, with `-dirty` when the tree has uncommitted changes."""
+    """The project's commit, with `-dirty` when the tree has uncommitted changes; in a copy without
+    .git (a GPU machine that got the working tree), the value of $SFTEVAL_GIT_COMMIT."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return os.environ.get("SFTEVAL_GIT_COMMIT")
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10

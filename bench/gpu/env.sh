@@ -2,6 +2,8 @@
 # Installs the carried wheels (.whl) once into /tmp/site, unpacks the carried data payload
 # (.device/payload.tgz: alpaca records, IFEval prompts, tinyMMLU, the Llama 3 tokenizer) into
 # /tmp/payload, and sets the offline environment. Idempotent: a warm machine skips the work.
+# .device/GIT_COMMIT (written before the call: git rev-parse HEAD > .device/GIT_COMMIT) names the
+# commit in every output file, since the machine's copy has no .git.
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export UNSLOTH_DISABLE_STATISTICS=1 UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled_cache
 export TOKENIZERS_PARALLELISM=false WANDB_MODE=offline WANDB_DIR=/tmp/wandb SFTEVAL_CACHE=/tmp/sfteval_cache
@@ -13,4 +15,5 @@ fi
 if [ -f .device/payload.tgz ] && [ ! -d "$DATA" ]; then
   mkdir -p "$PAYLOAD" && tar xzf .device/payload.tgz -C "$PAYLOAD"
 fi
+[ -f .device/GIT_COMMIT ] && export SFTEVAL_GIT_COMMIT=$(cat .device/GIT_COMMIT)
 mkdir -p "$OUT/logs" 2>/dev/null || true
