@@ -258,14 +258,7 @@ class Responses:
 
 def parse_responses_file(path: Path) -> tuple[str, Any]:
     """("ifeval_responses", document) or ("official_jsonl", rows), or a one-line error."""
-    if not path.is_file():
-        raise UserError(f"responses file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"responses file {path} is not UTF-8 text") from None
-    if not text.strip():
-        raise UserError(f"responses file {path} is empty")
+    text = records.read_text(path, "responses file")
     try:
         parsed = [json.loads(text)]
     except json.JSONDecodeError:

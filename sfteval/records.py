@@ -123,7 +123,8 @@ def write_json_atomic(path: str | Path, obj: Any, overwrite: bool = False) -> Pa
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", overwrite=overwrite)
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A file's text, or a one-line error when it is missing, not UTF-8 or empty."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
@@ -133,6 +134,11 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         raise UserError(f"{what} {path} is not UTF-8 text") from None
     if not text.strip():
         raise UserError(f"{what} {path} is empty")
+    return text
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
