@@ -46,27 +46,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sfteval import cli, records  # noqa: E402
+from sfteval.memory import BUILTIN_SHAPES  # noqa: E402
 
 SHAPES = {
-    # meta-llama/Llama-3.1-8B's config.json
-    "8b": {
-        "vocab_size": 128256,
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-5,
-        "rope_parameters": {
-            "rope_type": "llama3",
-            "rope_theta": 500000.0,
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
-    },
+    # Llama-3.1-8B's published config (tie_word_embeddings is set where the model is built)
+    "8b": {k: v for k, v in BUILTIN_SHAPES["llama-3.1-8b"].items() if k not in ("model_type", "tie_word_embeddings")},
     # same layout, small enough for a CPU test
     "tiny": {
         "vocab_size": 1024,
