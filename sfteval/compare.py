@@ -40,12 +40,7 @@ def load_run(path: str | Path, prompts: str | None = None) -> dict[str, Any]:
         raise UserError(f"{path} does not exist")
     if path.suffix.lower() == ".jsonl":
         return _score(path, prompts)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text") from None
-    if not text.strip():
-        raise UserError(f"{path} is empty")
+    text = records.read_text(path, "run file")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
