@@ -1,0 +1,79 @@
+# The steps of the Gemma 3 270M experiment on the lent H100 (issues #8, #6, #4, #9), run by
+# bench/gpu/run_steps.sh: NAME:SECONDS is a step and the least time worth starting it with.
+# Base model = the PyPI GGUF rebuilt from its pieces; finetuned = a LoRA trained with train.py's
+# defaults (unsloth, 4-bit, alpaca template) on the 5,000 shared alpaca records. All outputs go to
+# /tmp/gx with fixed names, so a cut step resumes (--resume) in the next call.
+X=/tmp/gx
+A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
+P=$DATA/ifeval/input_data.jsonl
+Q=$DATA/tinymmlu/tinyMMLU_test.jsonl
+GGUF=/tmp/gemma-3-270m-q4_k_m.gguf
+M=$(cat $X/model_dir 2>/dev/null)
+FT=$X/lora_model_4bit
+STEPS=(
+  join:60 train:150
+  gen_hf_bf16_base:90 gen_hf_bf16_ft:90
+  mmlu_hf_bf16_base:40 mmlu_hf_bf16_ft:40 mmlu_hf_4bit_base:40 mmlu_hf_4bit_ft:40
+  gen_hf_4bit_base:90 gen_hf_4bit_ft:90
+  parity_hf:120 parity_unsloth:200
+  gen_unsloth_bf16_ft:100 gen_unsloth_4bit_ft:100 gen_unsloth_8bit_ft:100 gen_hf_8bit_ft:100 gen_hf_8bit_t0_ft:100
+  bench_gen_compile:240 recipe_check:400
+)
+
+step_join() {
+  mkdir -p /tmp/pieces && cp -r .gemma/p* /tmp/pieces/ 2>/dev/null
+  test -f $GGUF || python3 tools/carry_pieces.py join /tmp/pieces --out $GGUF || return 4
+  sha256sum $GGUF
+  python3 -c "from sfteval import modeling; print(modeling.materialize_gguf('$GGUF'))" | tail -1 > $X/model_dir
+  test -f "$(cat $X/model_dir)/config.json"
+}
+
+step_train() {
+  local flags="--model $M --dataset $A --val-size 100 --report-to wandb --wandb-project sfteval-gemma --save-steps 100"
+  local resume=; [ -d $FT.partial ] && resume=--resume
+  if [ ! -f $X/unsloth_train_failed ]; then
+    WANDB_DIR=$X python3 train.py $flags --output-dir $FT $resume && return 0
+    touch $X/unsloth_train_failed; rm -rf $FT.partial; resume=
+    echo "== unsloth failed: train.py --use-hf"
+  fi
+  WANDB_DIR=$X python3 train.py $flags --use-hf --output-dir $FT $resume
+}
+
+# gen NAME FLAGS...: all 541 IFEval prompts, 1280 new tokens at most, into $X/eval_responses/NAME.json
+gen() {
+  local out=$X/eval_responses/$1.json; shift
+  local resume=; [ -f $X/eval_responses/$(basename $out .json).partial.jsonl ] && resume="--resume auto"
+  python3 eval_generate.py --model $M --prompts $P --no-progress --output $out $resume "$@"
+}
+step_gen_hf_bf16_base() { gen gemma3-270m_base_hf_bf16 --use-hf --precision bf16; }
+step_gen_hf_bf16_ft() { gen gemma3-270m_alpaca5k_hf_bf16 --use-hf --precision bf16 --lora $FT; }
+step_gen_hf_4bit_base() { gen gemma3-270m_base_hf_4bit --use-hf --precision 4bit; }
+step_gen_hf_4bit_ft() { gen gemma3-270m_alpaca5k_hf_4bit --use-hf --precision 4bit --lora $FT; }
+step_gen_unsloth_bf16_ft() { gen gemma3-270m_alpaca5k_unsloth_bf16 --precision bf16 --lora $FT; }
+step_gen_unsloth_4bit_ft() { gen gemma3-270m_alpaca5k_unsloth_4bit --precision 4bit --lora $FT; }
+step_gen_unsloth_8bit_ft() { gen gemma3-270m_alpaca5k_unsloth_8bit --precision 8bit --lora $FT; }
+step_gen_hf_8bit_ft() { gen gemma3-270m_alpaca5k_hf_8bit --use-hf --precision 8bit --lora $FT; }
+step_gen_hf_8bit_t0_ft() { gen gemma3-270m_alpaca5k_hf_8bit_t0 --use-hf --precision 8bit --llm-int8-threshold 0 --lora $FT; }
+
+mmlu() { python3 eval_mmlu.py --model $M --use-hf --data $Q --no-progress --output-dir $X/eval_results "$@"; }
+step_mmlu_hf_bf16_base() { mmlu --precision bf16; }
+step_mmlu_hf_bf16_ft() { mmlu --precision bf16 --lora $FT; }
+step_mmlu_hf_4bit_base() { mmlu --precision 4bit; }
+step_mmlu_hf_4bit_ft() { mmlu --precision 4bit --lora $FT; }
+
+parity() { python3 bench/loader_parity.py --model $M --prompts $P --limit 16 --max-new-tokens 96 --batch-size 16 "$@"; }
+step_parity_hf() { parity --runs hf:bf16 hf:8bit hf:4bit --output $X/eval_results/parity_gemma3-270m_hf.json; }
+step_parity_unsloth() {
+  parity --runs hf:bf16 unsloth:bf16 unsloth:8bit unsloth:4bit --output $X/eval_results/parity_gemma3-270m_unsloth.json
+}
+
+# Llama-3.1-8B shape, random init: does a static cache + compiled decode step reach the 2-minute target?
+step_bench_gen_compile() {
+  python3 bench/generate_throughput.py --runs hf-bf16-compile --batch-sizes 256 --worker-timeout 220 \
+    --json $X/eval_results/bench_generate_compile.json
+}
+# Held-out loss per token seen: the seed recipe vs the fast one, 2,000 records of real data.
+step_recipe_check() {
+  python3 bench/train_throughput.py --data $A --recipe-check --model $M --examples 2000 --val-size 100 \
+    --timeout 190 --out $X/eval_results/recipe_check_gemma3-270m.json
+}

@@ -1,0 +1,26 @@
+# Run the steps of bench/gpu/gemma_steps.sh in order within one device call, skipping those done in
+# an earlier call on the same warm machine, and stopping before a step that no longer fits:
+#   bash bench/gpu/run_steps.sh [SECONDS] [STEP ...]      (default 550 s, every step)
+# A step cut by the deadline is started again by the next call; the generation and training steps
+# resume from their side files and checkpoints. After every step /tmp/gx (results, logs, adapter;
+# no checkpoints) is packed into $OUT/gx.tgz, so the newest call's archive holds everything.
+source bench/gpu/env.sh
+BUDGET=${1:-550}; shift 2>/dev/null
+source bench/gpu/gemma_steps.sh
+[ $# -gt 0 ] && STEPS=("$@")
+mkdir -p $X/logs $X/eval_responses $X/eval_results; touch $X/done $X/failed
+for entry in "${STEPS[@]}"; do
+  name=${entry%%:*}; need=${entry#*:}; [ "$need" = "$entry" ] && need=30
+  grep -qx "$name" $X/done $X/failed && continue
+  left=$((BUDGET - SECONDS))
+  if [ $left -lt $need ]; then echo "== stop before $name: needs ~${need} s, ${left} s left"; break; fi
+  echo "== $name (${left} s left)"; start=$SECONDS
+  timeout --kill-after=15 $left bash -c "source bench/gpu/gemma_steps.sh; step_$name" >> $X/logs/$name.log 2>&1
+  rc=$?; echo "   rc=$rc after $((SECONDS - start)) s"
+  grep -v -e "it/s]" -e "Loading weights" $X/logs/$name.log | tail -4 | cut -c1-300
+  if [ $rc -eq 0 ]; then echo $name >> $X/done; echo "$name $((SECONDS - start))" >> $X/seconds
+  elif [ $rc -ne 124 ] && [ $rc -ne 137 ]; then echo $name >> $X/failed; fi
+  tar czf $OUT/gx.tgz --exclude='checkpoint-*' -C /tmp gx
+done
+echo "done: $(tr '\n' ' ' < $X/done)"; echo "failed: $(tr '\n' ' ' < $X/failed)"
+tar czf $OUT/gx.tgz --exclude='checkpoint-*' -C /tmp gx
