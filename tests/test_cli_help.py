@@ -13,6 +13,7 @@ SCRIPTS = [
     "eval_score.py",
     "eval_mmlu.py",
     "compare_ifeval.py",
+    "compare_mmlu.py",
     "eval_wandb.py",
     "inference.py",
     "run_pipeline.py",
