@@ -1,8 +1,11 @@
 """Write docs/PRECISION.md from files the project wrote: generation benchmarks
-(`bench/generate_throughput.py --json`) and parity runs (`bench/loader_parity.py`).
+(`bench/generate_throughput.py --json`), parity runs (`bench/loader_parity.py`), IFEval scores of
+real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
 
     python bench/precision_report.py --inputs docs/runs/h100_2026-11-27/bench_generate*.json \
-        docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json --output docs/PRECISION.md
+        docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json docs/runs/gemma_2026-11-27/eval_results/parity_*.json \
+        docs/runs/gemma_2026-11-27/eval_responses/*.scores.json \
+        docs/runs/gemma_2026-11-27/compare_*_bf16_vs_4bit.json --output docs/PRECISION.md --overwrite
 
 Every figure in the output names the file it came from; nothing is typed in by hand.
 """
@@ -34,14 +37,16 @@ def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
             if "tokens_per_second" not in r:
                 continue
             ratio = f"{bf16[0] / r['tokens_per_second']:.2f}x" if bf16 else "-"
+            cache = CACHE_LABELS.get(r.get("cache", "dynamic"), r.get("cache"))
             rows.append(
                 f"| {r['loader']} | {r['precision']} | {r.get('llm_int8_threshold', '-') if r['precision'] == '8bit' else '-'} "
-                f"| {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
+                f"| {cache} | {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
                 f"| {r['ifeval_minutes']:.1f} | {ratio} | {r['peak_gpu_gb']:.1f} | {r['load_s']:.1f} | `{path.as_posix()}` |"
             )
     return rows
 
 
+CACHE_LABELS = {"dynamic": "dynamic", "static": "static", "compile": "static + compiled decode"}
 COMBINATIONS = [(loader, precision) for loader in ("unsloth", "hf") for precision in ("4bit", "8bit", "bf16")]
 
 
@@ -81,14 +86,69 @@ def parity_rows(files: list[tuple[Path, dict]]) -> list[str]:
     return rows
 
 
+def _ci_pct(acc: float, ci) -> str:
+    return f"{acc:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
+
+def ifeval_rows(files: list[tuple[Path, dict]]) -> list[str]:
+    rows = []
+    for path, doc in files:
+        m, s = doc["metadata"], doc["summary"]
+        gpu = m.get("gpu") or {}
+        gpu_name = gpu.get("name", "-") if isinstance(gpu, dict) else str(gpu)
+        adapter = Path(m["adapter"]).name if m.get("adapter") else "-"
+        rows.append(
+            f"| {Path(m['model']).name} | {adapter} | {m['loader']} | {m['precision']} | {m['template']} | {gpu_name} "
+            f"| {_ci_pct(s['prompt_level_strict_acc'], s['prompt_level_strict_acc_ci'])} "
+            f"| {_ci_pct(s['inst_level_strict_acc'], s['inst_level_strict_acc_ci'])} "
+            f"| {_ci_pct(s['prompt_level_loose_acc'], s['prompt_level_loose_acc_ci'])} "
+            f"| {m['tokens_per_second']:,.0f} | {m['peak_gpu_memory_gb']:.1f} | `{path.as_posix()}` |"
+        )
+    return rows
+
+
+def comparison_rows(files: list[tuple[Path, dict]]) -> list[str]:
+    rows = []
+    for path, doc in files:
+        a, b = doc["names"]
+        for m in doc["metrics"]:
+            if m["metric"] not in ("prompt_level_strict_acc", "inst_level_strict_acc"):
+                continue
+            low, high = m["difference_ci"]
+            rows.append(
+                f"| {b} - {a} | {m['label']} | {m['difference'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}] "
+                f"| {m['mcnemar']['p_value']:.3g} | {m['mcnemar']['pass_to_fail']} / {m['mcnemar']['fail_to_pass']} "
+                f"| `{path.as_posix()}` |"
+            )
+    return rows
+
+
+def comparison_reading(files: list[tuple[Path, dict]]) -> list[str]:
+    found = [(doc["names"], m) for _, doc in files for m in doc["metrics"] if m["metric"] == "prompt_level_strict_acc"]
+    if not found:
+        return []
+    parts = [
+        f"{b} - {a} {m['difference'] * 100:+.1f} points (p = {m['mcnemar']['p_value']:.2g})" for (a, b), m in found
+    ]
+    significant = sum(m["mcnemar"]["p_value"] < 0.05 for _, m in found)
+    return [
+        f"Prompt-level strict: {'; '.join(parts)}; {significant} of {len(found)} differences have p < 0.05. "
+        "Speeds in this table come from different GPUs, batch sizes and (on the H200) runs that shared the GPU, "
+        "so compare them only within one machine and batch size."
+    ]
+
+
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     docs = [(p, records.read_json(p, "input")) for p in args.inputs]
     speed = [(p, d) for p, d in docs if d.get("kind") == "generate_throughput"]
     parity = [(p, d) for p, d in docs if d.get("kind") == "loader_parity"]
-    unknown = [str(p) for p, d in docs if (p, d) not in speed and (p, d) not in parity]
+    scores = [(p, d) for p, d in docs if d.get("kind") == "ifeval_scores"]
+    comparisons = [(p, d) for p, d in docs if d.get("kind") == "ifeval_comparison"]
+    known = ("generate_throughput", "loader_parity", "ifeval_scores", "ifeval_comparison")
+    unknown = [str(p) for p, d in docs if d.get("kind") not in known]
     if unknown:
-        raise cli.UserError(f"not a generate_throughput or loader_parity file: {', '.join(unknown)}")
+        raise cli.UserError(f"not a {', '.join(known)} file: {', '.join(unknown)}")
     lines = [
         "# Precision and loader: speed and fidelity",
         "",
@@ -99,8 +159,8 @@ def main(argv=None) -> int:
         "Random-init weights of the exact 8B shape, 80-token prompts, every answer forced to 1,280 new tokens,",
         "541 prompts in the batches `eval_generate.py --batch-size 256` makes. See bench/README.md for the method.",
         "",
-        "| loader | precision | int8 threshold | rows x batches | tokens/s | ms/step | IFEval min | time vs hf bf16 | peak GB | load s | file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| loader | precision | int8 threshold | KV cache | rows x batches | tokens/s | ms/step | IFEval min | time vs hf bf16 | peak GB | load s | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *speed_rows(speed),
         "",
         *reading(speed),
@@ -114,6 +174,24 @@ def main(argv=None) -> int:
         "| run | reference | identical | median 1st divergence | abs dlogp / token | batched == one-by-one | file |",
         "|---|---|---|---|---|---|---|",
         *parity_rows(parity),
+        "",
+        "## IFEval on a real model, per loader and precision",
+        "",
+        "All 541 prompts, greedy, up to 1,280 new tokens; 95% bootstrap intervals over prompts. Tokens/s",
+        "and peak memory are those of the generation run (model size and GPU as named).",
+        "",
+        "| model | adapter | loader | precision | template | GPU | prompt strict | instruction strict | prompt loose | tokens/s | peak GB | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *ifeval_rows(scores),
+        "",
+        "Paired differences between runs of the same model (same prompts; paired bootstrap interval in",
+        "points, exact McNemar test):",
+        "",
+        "| difference | metric | points [95% CI] | McNemar p | pass->fail / fail->pass | file |",
+        "|---|---|---|---|---|---|",
+        *comparison_rows(comparisons),
+        "",
+        *comparison_reading(comparisons),
         "",
     ]
     if args.output.exists() and args.overwrite:

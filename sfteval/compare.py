@@ -393,14 +393,18 @@ def format_text(comparison: dict[str, Any], max_flips: int = 10) -> str:
     )
     lines += ["  note: " + n for n in comparison["notes"]]
     lines.append("")
-    header = f"{'metric':<26}{a:>20}{b:>20}{f'{b} - {a} (pts)':>22}  {'McNemar p':>10}  pass->fail / fail->pass"
+    # Columns at least as wide as the run names, with a space between, so long names stay apart.
+    wide = max(20, len(a) + 1, len(b) + 1)
+    diff_name = f"{b} - {a} (pts)"
+    wide_diff = max(22, len(diff_name) + 1)
+    header = f"{'metric':<26}{a:>{wide}}{b:>{wide}}{diff_name:>{wide_diff}}  {'McNemar p':>10}  pass->fail / fail->pass"
     lines += [header, "-" * len(header)]
     for m in comparison["metrics"]:
         lines.append(
             f"{m['label']:<26}"
-            f"{pct(m['a']['acc']) + ' ' + interval(m['a']['ci']):>20}"
-            f"{pct(m['b']['acc']) + ' ' + interval(m['b']['ci']):>20}"
-            f"{signed_points(m['difference']) + ' ' + interval(m['difference_ci']):>22}"
+            f"{pct(m['a']['acc']) + ' ' + interval(m['a']['ci']):>{wide}}"
+            f"{pct(m['b']['acc']) + ' ' + interval(m['b']['ci']):>{wide}}"
+            f"{signed_points(m['difference']) + ' ' + interval(m['difference_ci']):>{wide_diff}}"
             f"  {p_text(m['mcnemar']['p_value']):>10}"
             f"  {m['mcnemar']['pass_to_fail']} / {m['mcnemar']['fail_to_pass']}"
         )

@@ -177,9 +177,9 @@ def library_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """The project's commit, with `-dirty` when the tree has uncommitted changes; in a copy without
-    .git (a GPU machine that got the working tree), the value of $SFTEVAL_GIT_COMMIT."""
-    if not (PROJECT_ROOT / ".git").exists():
+    """The project's commit, with `-dirty` when the tree has uncommitted changes. $SFTEVAL_GIT_COMMIT,
+    when set, wins: a GPU machine that got a copy of the working tree may have no .git or a stale one."""
+    if os.environ.get("SFTEVAL_GIT_COMMIT") or not (PROJECT_ROOT / ".git").exists():
         return os.environ.get("SFTEVAL_GIT_COMMIT")
     try:
         head = subprocess.run(

@@ -301,3 +301,15 @@ def test_responses_files_of_this_project_are_scored_on_the_fly(shared_data, tmp_
     }
     lost = {f["key"] for f in saved["flips"]["strict"]["pass_to_fail"]}
     assert lost and lost <= first_three and not saved["flips"]["strict"]["fail_to_pass"]
+
+
+def test_long_run_names_keep_their_columns_apart(pair, capsys):
+    long_a, long_b = "gemma3-270m-alpaca5k-bf16", "gemma3-270m-alpaca5k-4bit"
+    rc, out, err = run_cli(
+        ["--model1", pair["scores_a"], "--model2", pair["scores_b"], "--names", long_a, long_b], capsys
+    )
+    assert rc == 0, err
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert f" {long_a} " in header and f" {long_b} " in header and f" {long_b} - {long_a} (pts)" in header
+    row = next(line for line in out.splitlines() if line.startswith("prompt-level strict"))
+    assert row.index("[") > header.index(long_a) - 2  # the values sit under their names

@@ -1,9 +1,11 @@
 import json
+import subprocess
 
 import pytest
 
 from sfteval import records
 from sfteval.cli import UserError
+from tests.conftest import ROOT
 
 
 def test_slug_keeps_the_last_path_part():
@@ -44,3 +46,11 @@ def test_metadata_names_versions_and_commit():
     assert meta["model"] == "m"
     assert meta["library_versions"]["transformers"]
     assert "git_commit" in meta and "created_at" in meta
+
+
+def test_git_commit_names_this_checkout_unless_told(monkeypatch):
+    monkeypatch.delenv("SFTEVAL_GIT_COMMIT", raising=False)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert records.git_commit().removesuffix("-dirty") == head
+    monkeypatch.setenv("SFTEVAL_GIT_COMMIT", "abc123")
+    assert records.git_commit() == "abc123"

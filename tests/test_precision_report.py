@@ -1,0 +1,56 @@
+"""bench/precision_report.py on the run files committed under docs/runs (real GPU outputs)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+RUNS = ROOT / "docs" / "runs"
+INPUTS = [
+    RUNS / "h100_2026-11-27" / "bench_generate.json",
+    RUNS / "h100_2026-11-27" / "bench_generate_compile.json",
+    RUNS / "gemma_2026-11-27" / "eval_results" / "parity_gemma3-270m_hf_4bit.json",
+    RUNS / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_base_hf_bf16.scores.json",
+    RUNS / "gemma_2026-11-27" / "compare_base_bf16_vs_4bit.json",
+]
+
+
+def report(tmp_path, *inputs):
+    out = tmp_path / "PRECISION.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/precision_report.py",
+            "--inputs",
+            *(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in inputs),
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done, out
+
+
+def test_every_row_names_its_file_and_figures_come_from_it(tmp_path):
+    done, out = report(tmp_path, *INPUTS)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    for path in INPUTS:
+        assert f"`{path.relative_to(ROOT).as_posix()}`" in text
+    scores = json.loads(INPUTS[3].read_text())["summary"]
+    assert f"{scores['prompt_level_strict_acc']:.1%}" in text
+    comparison = json.loads(INPUTS[4].read_text())
+    strict = next(m for m in comparison["metrics"] if m["metric"] == "prompt_level_strict_acc")
+    assert f"{strict['difference'] * 100:+.1f} [" in text
+    assert "static + compiled decode" in text
+
+
+def test_other_files_are_a_one_line_error(tmp_path):
+    other = tmp_path / "x.json"
+    other.write_text(json.dumps({"kind": "tinymmlu_results"}))
+    done, _ = report(tmp_path, other)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "x.json" in done.stderr
