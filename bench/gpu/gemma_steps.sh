@@ -1,7 +1,7 @@
 # The steps of the Gemma 3 270M experiment on the lent H100 (issues #8, #6, #4, #9), run by
 # bench/gpu/run_steps.sh: NAME:SECONDS is a step and the least time worth starting it with.
 # Base model = the PyPI GGUF rebuilt from its pieces; finetuned = a LoRA trained with train.py's
-# defaults (unsloth, 4-bit, alpaca template) on the 5,000 shared alpaca records. All outputs go to
+# recipe (4-bit QLoRA, alpaca template) on the 5,000 shared alpaca records. All outputs go to
 # /tmp/gx with fixed names, so a cut step resumes (--resume) in the next call.
 X=/tmp/gx
 A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
