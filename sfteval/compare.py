@@ -190,25 +190,6 @@ def _units(rows: Sequence[dict], level: str, strictness: str) -> list[list[bool]
     return [[bool(v) for v in r[f"follow_instruction_list_{strictness}"]] for r in rows]
 
 
-def paired_bootstrap_difference(
-    units_a: list[list[bool]], units_b: list[list[bool]], samples: int, seed: int, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of (B - A) in pooled accuracy, resampling prompts with the same
-    draw for both runs, so the pairing is kept."""
-    import numpy as np
-
-    hits_a = np.array([sum(u) for u in units_a], dtype=np.int64)
-    hits_b = np.array([sum(u) for u in units_b], dtype=np.int64)
-    sizes = np.array([len(u) for u in units_a], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(sizes), size=(samples, len(sizes)))
-    total = sizes[picks].sum(axis=1)
-    total = np.where(total == 0, 1, total)
-    diffs = (hits_b[picks].sum(axis=1) - hits_a[picks].sum(axis=1)) / total
-    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
 def _accuracy(doc, rows, key, level, strictness, samples, seed) -> dict[str, Any]:
     """Accuracy over the paired rows with its 95% bootstrap interval over prompts (as the
     scorer computes it). When every scored prompt takes part, the file's own interval is
@@ -255,7 +236,9 @@ def compare(
                 "a": run_a,
                 "b": run_b,
                 "difference": run_b["acc"] - run_a["acc"],
-                "difference_ci": list(paired_bootstrap_difference(units_a, units_b, bootstrap_samples, bootstrap_seed)),
+                "difference_ci": list(
+                    stats.paired_bootstrap_difference(units_a, units_b, bootstrap_samples, bootstrap_seed)
+                ),
                 "mcnemar": {
                     "pass_to_fail": test["only_first"],
                     "fail_to_pass": test["only_second"],

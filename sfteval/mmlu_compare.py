@@ -64,17 +64,9 @@ def accuracy(correct: Sequence[bool]) -> dict[str, Any]:
 
 
 def difference(first: Sequence[bool], second: Sequence[bool]) -> dict[str, Any]:
-    """Paired bootstrap over questions of accuracy(B) - accuracy(A)."""
-    import numpy as np
-
-    delta = np.array(second, dtype=float) - np.array(first, dtype=float)
-    picks = np.random.default_rng(stats.BOOTSTRAP_SEED).integers(
-        0, len(delta), size=(stats.BOOTSTRAP_SAMPLES, len(delta))
-    )
-    means = np.sort(delta[picks].mean(axis=1))
-    low = float(means[int(0.025 * stats.BOOTSTRAP_SAMPLES)])
-    high = float(means[min(stats.BOOTSTRAP_SAMPLES - 1, int(0.975 * stats.BOOTSTRAP_SAMPLES))])
-    return {"points": float(delta.mean()) * 100, "ci_points": (low * 100, high * 100)}
+    """accuracy(B) - accuracy(A) with a paired bootstrap interval over questions."""
+    low, high = stats.paired_bootstrap_difference([[x] for x in first], [[y] for y in second])
+    return {"points": (sum(second) - sum(first)) / len(first) * 100, "ci_points": (low * 100, high * 100)}
 
 
 def format_text(result: dict[str, Any], names: Sequence[str] = ("A", "B")) -> str:

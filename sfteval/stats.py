@@ -46,6 +46,29 @@ def bootstrap_interval(
     return (float(low), float(high))
 
 
+def paired_bootstrap_difference(
+    units_a: Sequence[Sequence[bool]],
+    units_b: Sequence[Sequence[bool]],
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of (B - A) in pooled accuracy, resampling units (prompts, questions)
+    with the same draw for both runs, so the pairing is kept."""
+    import numpy as np
+
+    hits_a = np.array([sum(u) for u in units_a], dtype=np.int64)
+    hits_b = np.array([sum(u) for u in units_b], dtype=np.int64)
+    sizes = np.array([len(u) for u in units_a], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sizes), size=(samples, len(sizes)))
+    total = sizes[picks].sum(axis=1)
+    total = np.where(total == 0, 1, total)
+    diffs = (hits_b[picks].sum(axis=1) - hits_a[picks].sum(axis=1)) / total
+    low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int]:
     """Exact (binomial) McNemar test on paired verdicts: two-sided p-value from the
     discordant pairs only (a right and b wrong vs a wrong and b right)."""
