@@ -3,6 +3,8 @@ tokenizer and a tiny random-init Llama built around it."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -19,8 +21,35 @@ LLAMA3_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 
+# Instructions whose verdict depends on langdetect's language guess.
+LANGDETECT_IDS = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
+
 if SHARED_DATA.is_dir():
     os.environ.setdefault("NLTK_DATA", str(SHARED_DATA / "nltk_data"))
+
+
+def load_script(path: Path, name: str):
+    """A top-level script or bench file imported as a module (they are not in a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def without_times(document):
+    """A scores document minus what legitimately changes between runs: when it was scored."""
+    metadata = {k: v for k, v in document["metadata"].items() if k not in ("created_at", "command")}
+    metadata["scorer"] = {k: v for k, v in metadata["scorer"].items() if k != "scored_at"}
+    return {**document, "metadata": metadata}
 
 
 @pytest.fixture(scope="session")

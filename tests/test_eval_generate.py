@@ -2,7 +2,6 @@
 batched = one by one, a SIGKILLed run resumed = an uninterrupted run, the file format, and
 the one-line errors."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,8 +14,8 @@ import pytest
 
 from sfteval import generation, ifeval_run
 from sfteval.cli import UserError
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "eval_generate.py"
 LIMIT, BATCH, NEW_TOKENS = 4, 2, 8
 # One thread everywhere: the subprocess and in-process runs then add up their floats in the
@@ -34,14 +33,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("eval_generate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_generate = load_script()
+eval_generate = load_script(SCRIPT, "eval_generate")
 
 
 def base_args(smollm2_dir, shared_data, out, *extra):

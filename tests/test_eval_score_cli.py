@@ -1,7 +1,6 @@
 """eval_score.py as a user runs it: output names, official files, bad inputs as one-line
 errors with exit code 2, offline nltk data, and identical files from separate processes."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,24 +10,7 @@ from pathlib import Path
 import pytest
 
 from sfteval import cli, ifeval
-
-ROOT = Path(__file__).resolve().parent.parent
-LANGDETECT_IDS = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def without_times(document):
-    metadata = {k: v for k, v in document["metadata"].items() if k not in ("created_at", "command")}
-    metadata["scorer"] = {k: v for k, v in metadata["scorer"].items() if k != "scored_at"}
-    return {**document, "metadata": metadata}
+from tests.conftest import LANGDETECT_IDS, ROOT, load_script, read_jsonl, without_times, write_jsonl
 
 
 def run_script(*args, env=None):
@@ -44,10 +26,7 @@ def run_script(*args, env=None):
 
 @pytest.fixture(scope="module")
 def eval_score():
-    spec = importlib.util.spec_from_file_location("eval_score", ROOT / "eval_score.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "eval_score.py", "eval_score")
 
 
 @pytest.fixture(scope="module")

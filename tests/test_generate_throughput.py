@@ -1,27 +1,17 @@
 """bench/generate_throughput.py: run specs, the projection arithmetic, and one real tiny run on CPU."""
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, load_script
+
 BENCH = ROOT / "bench" / "generate_throughput.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("generate_throughput", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+bench = load_script(BENCH, "generate_throughput")
 
 
 def test_run_specs():

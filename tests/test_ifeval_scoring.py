@@ -6,35 +6,16 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from sfteval import ifeval, stats
 from sfteval.cli import UserError
 from sfteval.ifeval_prompts import load_prompt_set
+from tests.conftest import LANGDETECT_IDS, ROOT, read_jsonl, without_times, write_jsonl
 
 # Items the official scorer decides at random (see the module docstring of sfteval.ifeval).
 LETTER_FREQUENCY_NON_LETTERS = {1122: "#", 1129: "!"}
-LANGDETECT_IDS = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
-TIME_FIELDS = ("created_at", "command")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def without_times(document):
-    """A scores document minus what legitimately changes between runs: when it was scored."""
-    metadata = {k: v for k, v in document["metadata"].items() if k not in TIME_FIELDS}
-    metadata["scorer"] = {k: v for k, v in metadata["scorer"].items() if k != "scored_at"}
-    return {**document, "metadata": metadata}
 
 
 def responses_document(rows, n_prompts, limit=None):
