@@ -50,3 +50,18 @@ def llama3_tokenizer(folder: Path | None = None):
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)]
     )
     return tokenizer
+
+
+def save_random_llama(folder: Path, tokenizer, **sizes) -> Path:
+    """A random-init LlamaForCausalLM (seed 0, bf16) over `tokenizer`'s vocabulary, saved with the
+    tokenizer as a model folder. `sizes` are LlamaConfig fields (hidden_size, num_hidden_layers, ...)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **sizes
+    )
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

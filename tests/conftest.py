@@ -79,23 +79,15 @@ def llama3_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, llama3_tokenizer) -> Path:
     """A random-init LlamaForCausalLM with the real Llama 3 vocabulary, saved as a model folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from sfteval import testmodels
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(llama3_tokenizer),
+    return testmodels.save_random_llama(
+        tmp_path_factory.mktemp("tiny_llama"),
+        llama3_tokenizer,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        bos_token_id=llama3_tokenizer.bos_token_id,
-        eos_token_id=llama3_tokenizer.eos_token_id,
     )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(folder)
-    llama3_tokenizer.save_pretrained(folder)
-    return folder

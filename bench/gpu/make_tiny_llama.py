@@ -20,26 +20,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from sfteval import testmodels
 
-    tokenizer = testmodels.llama3_tokenizer(args.tokenizer)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    testmodels.save_random_llama(
+        args.out,
+        testmodels.llama3_tokenizer(args.tokenizer),
         hidden_size=512,
         intermediate_size=1408,
         num_hidden_layers=4,
         num_attention_heads=8,
         num_key_value_heads=4,
         max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(args.out)
-    tokenizer.save_pretrained(args.out)
     print(args.out)
 
 
