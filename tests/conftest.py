@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,23 @@ def load_script(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+HELP_PROBE = (
+    "import runpy, sys; script, modules = sys.argv[1], sys.argv[2:]; sys.argv = [script, '--help']\n"
+    "try:\n    runpy.run_path(script, run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+    "print('LOADED', sorted(m for m in modules if m in sys.modules)); sys.exit(code)"
+)
+
+
+def help_probe(script: str, modules) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `script --help` in a fresh interpreter; (the process, the line saying which of
+    `modules` it imported, e.g. "LOADED []")."""
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, script, *modules], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    loaded = next((line for line in done.stdout.splitlines() if line.startswith("LOADED ")), "")
+    return done, loaded
 
 
 def read_jsonl(path):

@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest
 
 import compare_ifeval
 from sfteval import cli, compare, records
+from tests.conftest import ROOT, help_probe
 
-ROOT = Path(__file__).resolve().parent.parent
 N_BROKEN, N_FIXED = 15, 8
 
 
@@ -243,16 +242,10 @@ def test_other_benchmarks_and_bad_files_are_one_line_errors(pair, shared_data, t
 
 
 def test_help_is_instant_and_light():
-    code = (
-        "import sys, runpy; sys.argv = ['compare_ifeval.py', '--help']\n"
-        "try:\n    runpy.run_path('compare_ifeval.py', run_name='__main__')\n"
-        "except SystemExit as e:\n    assert e.code == 0\n"
-        "print(sorted(m for m in ('torch', 'scipy', 'wandb', 'matplotlib', 'lm_eval', 'numpy') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done, loaded = help_probe("compare_ifeval.py", ("torch", "scipy", "wandb", "matplotlib", "lm_eval", "numpy"))
     assert done.returncode == 0, done.stderr
     assert "--common-only" in done.stdout and "--model1" in done.stdout
-    assert done.stdout.strip().endswith("[]")
+    assert loaded == "LOADED []"
 
 
 def test_compare_runs_without_torch_or_scipy(pair):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from test_report import LM_EVAL_NAME, check_png, lm_eval_doc, results_root, resu
 
 import eval_wandb
 from sfteval import cli, records, report, wandb_log
+from tests.conftest import help_probe
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 32 * 1024  # the .wandb file is a leveldb-style log of 32 KiB blocks
 RECORD_HEADER = struct.Struct("<IHB")  # crc32, length, type (1 full, 2 first, 3 middle, 4 last)
 
@@ -320,16 +319,10 @@ def test_one_line_errors(offline, capsys, setup, args, message):
 
 
 def test_help_is_instant_and_light():
-    code = (
-        "import sys, runpy; sys.argv = ['eval_wandb.py', '--help']\n"
-        "try:\n    runpy.run_path('eval_wandb.py', run_name='__main__')\n"
-        "except SystemExit as e:\n    assert e.code == 0\n"
-        "print(sorted(m for m in ('torch', 'wandb', 'matplotlib', 'lm_eval', 'numpy') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done, loaded = help_probe("eval_wandb.py", ("torch", "wandb", "matplotlib", "lm_eval", "numpy"))
     assert done.returncode == 0, done.stderr
     assert "--compare" in done.stdout and "--mmlu" in done.stdout and "--no-wandb" in done.stdout
-    assert done.stdout.strip().endswith("[]")
+    assert loaded == "LOADED []"
 
 
 def test_a_failing_wandb_init_is_a_one_line_error(offline, monkeypatch, capsys):
