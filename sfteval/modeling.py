@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class ModelSpec:
     use_hf: bool = False
     lora: str | None = None
     max_seq_length: int = 4096
-    for_training: bool = False
     llm_int8_threshold: float = 6.0
 
 
@@ -307,10 +306,10 @@ def load_unsloth(source: str, spec: ModelSpec) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def attach_adapter(model: Any, lora_dir: str, trainable: bool = False) -> Any:
+def attach_adapter(model: Any, lora_dir: str) -> Any:
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, lora_dir, is_trainable=trainable)
+    return PeftModel.from_pretrained(model, lora_dir)
 
 
 def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
@@ -330,18 +329,27 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     started = time.perf_counter()
     model, tokenizer = load_unsloth(source, spec) if loader == "unsloth" else load_hf(source, spec, has_cuda)
     if spec.lora:
-        model = attach_adapter(model, spec.lora, trainable=spec.for_training)
-    if loader == "unsloth" and not spec.for_training:
+        model = attach_adapter(model, spec.lora)
+    if loader == "unsloth":
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)
-    if not spec.for_training:
-        model.eval()
-        tokenizer.padding_side = "left"
-    info = {
+    model.eval()
+    tokenizer.padding_side = "left"
+    info = load_info(name, source, spec, loader, has_cuda, started, tokenizer)
+    info["adapter"] = spec.lora
+    if spec.precision == "8bit":
+        info["llm_int8_threshold"] = spec.llm_int8_threshold
+    return LoadedModel(model, tokenizer, info, train_config)
+
+
+def load_info(
+    name: str, source: str, spec: ModelSpec, loader: str, has_cuda: bool, started: float, tokenizer: Any
+) -> dict[str, Any]:
+    """What every loaded model records about itself (inference and training add their own keys)."""
+    return {
         "model": name,
         "model_source": source,
-        "adapter": spec.lora,
         "precision": spec.precision,
         "loader": loader,
         "device": "cuda" if has_cuda else "cpu",
@@ -349,13 +357,6 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         "pad_token": tokenizer.pad_token,
         "eos_token": tokenizer.eos_token,
     }
-    if spec.precision == "8bit":
-        info["llm_int8_threshold"] = spec.llm_int8_threshold
-    return LoadedModel(model, tokenizer, info, train_config)
-
-
-def spec_dict(spec: ModelSpec) -> dict[str, Any]:
-    return asdict(spec)
 
 
 # ---------------------------------------------------------------- training (train.py)
@@ -405,20 +406,13 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
     trainable, total = count_parameters(model)
-    info = {
-        "model": name,
-        "model_source": source,
-        "precision": spec.precision,
-        "loader": loader,
-        "device": "cuda" if has_cuda else "cpu",
-        "load_seconds": round(time.perf_counter() - started, 2),
-        "pad_token": tokenizer.pad_token,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token": tokenizer.eos_token,
-        "eos_token_id": tokenizer.eos_token_id,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-    }
+    info = load_info(name, source, spec, loader, has_cuda, started, tokenizer)
+    info.update(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        trainable_parameters=trainable,
+        total_parameters=total,
+    )
     return LoadedModel(model, tokenizer, info, None)
 
 

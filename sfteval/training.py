@@ -531,7 +531,6 @@ def load_model(settings: TrainSettings) -> modeling.LoadedModel:
         precision=settings.precision,
         use_hf=settings.use_hf,
         max_seq_length=settings.max_length,
-        for_training=True,
     )
     return modeling.load_for_training(spec, settings.lora())
 
