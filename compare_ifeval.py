@@ -72,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(compare.format_text(comparison, max_flips=args.max_flips), end="")
 
     if args.json:
-        document = compare.comparison_document(
-            comparison, [args.model1, args.model2], common_only=args.common_only, prompts=args.prompts
+        document = records.derived_document(
+            compare.KIND, [args.model1, args.model2], comparison, common_only=args.common_only, prompts=args.prompts
         )
         print(f"wrote {records.write_json_atomic(args.json, document)}")
     plot_link = None

@@ -30,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = mmlu_compare.compare(args.model1, args.model2)
     print(mmlu_compare.format_text(result, args.names))
     if args.json:
-        print(f"wrote {records.write_json_atomic(args.json, {**result, 'names': list(args.names)})}")
+        document = records.derived_document(
+            mmlu_compare.COMPARISON_KIND, [args.model1, args.model2], {**result, "names": list(args.names)}
+        )
+        print(f"wrote {records.write_json_atomic(args.json, document)}")
     return 0
 
 

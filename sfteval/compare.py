@@ -334,11 +334,6 @@ def flips(pairs: Sequence[tuple[dict, dict]], strictness: str) -> dict[str, list
     return out
 
 
-def comparison_document(comparison: dict[str, Any], inputs: Sequence[str | Path], **settings: Any) -> dict:
-    meta = records.run_metadata(inputs=[{"path": str(p), "sha256": records.sha256_file(p)} for p in inputs], **settings)
-    return records.envelope(KIND, meta, **comparison)
-
-
 # ---------------------------------------------------------------------------------------------
 # Text and markdown
 

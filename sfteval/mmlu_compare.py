@@ -12,6 +12,7 @@ from sfteval import records, stats
 from sfteval.cli import UserError
 
 KIND = "tinymmlu_results"
+COMPARISON_KIND = "tinymmlu_comparison"
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -49,7 +50,6 @@ def compare(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
     keys = sorted(a)
     first, second = [a[k] for k in keys], [b[k] for k in keys]
     return {
-        "kind": "tinymmlu_comparison",
         "n": len(keys),
         "a": {**describe(doc_a, path_a), **accuracy(first)},
         "b": {**describe(doc_b, path_b), **accuracy(second)},

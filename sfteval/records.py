@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,9 @@ def run_metadata(**fields: Any) -> dict[str, Any]:
 
 def envelope(kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "kind": kind, "metadata": metadata, **body}
+
+
+def derived_document(kind: str, inputs: Sequence[str | Path], body: dict[str, Any], **settings: Any) -> dict:
+    """A file computed from other files: run metadata naming each input with its sha256, then `body`."""
+    meta = run_metadata(inputs=[{"path": str(p), "sha256": sha256_file(p)} for p in inputs], **settings)
+    return envelope(kind, meta, **body)

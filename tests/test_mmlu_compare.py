@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from sfteval import mmlu_compare, stats
+from sfteval import mmlu_compare, records, stats
 from sfteval.cli import UserError
 from tests.conftest import ROOT
 
@@ -84,7 +84,11 @@ def test_cli_prints_writes_and_never_overwrites(tmp_path, pair):
     done = run_cli("--model1", path_a, "--model2", path_b, "--names", "base", "lora", "--json", out)
     assert done.returncode == 0, done.stderr
     assert "base: 30.0%" in done.stdout and "lora: 36.0%" in done.stdout and "lora - base: +6.0 points" in done.stdout
-    assert json.loads(out.read_text())["names"] == ["base", "lora"]
+    saved = json.loads(out.read_text())
+    assert saved["names"] == ["base", "lora"]
+    assert (saved["kind"], saved["schema_version"]) == ("tinymmlu_comparison", 1)
+    assert saved["metadata"]["inputs"][1] == {"path": str(path_b), "sha256": records.sha256_file(path_b)}
+    assert saved["mcnemar"]["p_value"] == mmlu_compare.compare(path_a, path_b)["mcnemar"]["p_value"]
     again = run_cli("--model1", path_a, "--model2", path_b, "--json", out)
     assert again.returncode == 2 and "already exists" in again.stderr
 
