@@ -138,6 +138,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="recompute activations in the backward pass (unsloth: offloaded to CPU RAM) (default: on)",
     )
     speed.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="fill each effective batch with examples of similar length (transformers' LengthGroupedSampler): "
+        "little padding in padded batches, and the order is still shuffled with --seed",
+    )
+    speed.add_argument(
         "--token-budget",
         type=cli.positive_int,
         help="unsloth: run a micro-batch holding more real tokens than this as several passes over whole "

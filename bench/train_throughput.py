@@ -23,7 +23,7 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
 accumulation, `pf` padding-free / `pad` padded (default: the backend decides), `gc` / `nogc`
-gradient checkpointing (default on), `len<N>` fixed-length examples of N tokens (made of
+gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length), `len<N>` fixed-length examples of N tokens (made of
 consecutive alpaca examples) instead of the real lengths, `tb<N>` unsloth token budget per
 forward/backward pass (train.py --token-budget), `lr<X>` learning rate.
 """
@@ -85,6 +85,7 @@ class Config:
     fixed_length: int | None = None
     learning_rate: float = 2e-4
     token_budget: int | None = None
+    group_by_length: bool = False
 
 
 def parse_config(text: str) -> Config:
@@ -97,6 +98,8 @@ def parse_config(text: str) -> Config:
             config.precision = token
         elif token in ("pf", "pad"):
             config.packing = token == "pf"
+        elif token == "gl":
+            config.group_by_length = True
         elif token in ("gc", "nogc"):
             config.gradient_checkpointing = token == "gc"
         elif re.fullmatch(r"b\d+", token):
@@ -126,6 +129,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (default: %(default)s)")
     parser.add_argument("--max-length", type=cli.positive_int, default=2048, help="(default: %(default)s)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="trace this many steps after the warm-up with torch.profiler and print where the time goes",
+    )
     parser.add_argument("--model", help="an existing model folder to measure instead of the random-init 8B")
     parser.add_argument(
         "--model-dir", default="/tmp/llama31_8b_random", help="where the random-init 8B is built (default: %(default)s)"
@@ -139,6 +148,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--fast-recipe",
         default="--batch-size 64 --grad-accum 1 --packing --no-gradient-checkpointing --token-budget 12288 --lr 5.66e-4",
         help="train.py flags of the fast recipe for --recipe-check (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed-recipe",
+        default="",
+        help="extra train.py flags for the seed recipe in --recipe-check, e.g. --use-hf (default: none)",
     )
     parser.add_argument("--recipe-precision", default="bf16", help="--recipe-check precision (default: %(default)s)")
     parser.add_argument("--val-size", type=cli.positive_int, default=200, help="--recipe-check held-out examples")
@@ -221,9 +235,10 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         grad_accum=config.grad_accum,
         packing=config.packing,
         gradient_checkpointing=config.gradient_checkpointing,
+        group_by_length=config.group_by_length,
         learning_rate=config.learning_rate,
         token_budget=config.token_budget,
-        max_steps=args.warmup_steps + args.steps,
+        max_steps=args.warmup_steps + args.steps + args.profile,
         logging_steps=args.warmup_steps + args.steps,
         report_to="none",
     )
@@ -240,10 +255,15 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         built = training.build_trainer(settings, loaded, tokenized, tmp, save=False, sync_cuda=True)
+        # Traced steps come after the timed ones: the profiler's overhead stays out of the tokens/s.
+        timed_end = args.warmup_steps + args.steps
+        profiler = make_step_profiler(timed_end, args.profile) if args.profile > 0 else None
+        if profiler:
+            built.trainer.add_callback(profiler)
         started = time.perf_counter()
         built.trainer.train()
         wall = time.perf_counter() - started
-    window = built.throughput.window(first_step=args.warmup_steps)
+    window = built.throughput.window(first_step=args.warmup_steps, last_step=timed_end)
     if window is None:
         raise cli.UserError("too few steps were timed; raise --steps")
     steps = window["steps"]
@@ -265,7 +285,67 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         "train_wall_seconds": round(wall, 1),
         "final_loss": next((e["loss"] for e in reversed(built.trainer.state.log_history) if "loss" in e), None),
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "profile": profiler.summary() if profiler else None,
     }
+
+
+def make_step_profiler(first: int, count: int):
+    from transformers import TrainerCallback
+
+    class StepProfiler(TrainerCallback):
+        """torch.profiler over `count` optimizer steps after step `first`: the kernels that take the GPU's
+        time, and how much of the wall time the GPU was busy at all (low = launch- or CPU-bound)."""
+
+        def __init__(self, first: int, count: int) -> None:
+            self.first, self.count = first, count
+            self.prof = None
+            self.wall = 0.0
+            self.started = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == self.first and self.prof is None:
+                import torch
+
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                    torch.cuda.synchronize()
+                self.prof = torch.profiler.profile(activities=activities)
+                self.prof.__enter__()
+                self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.prof is not None and not self.wall and state.global_step >= self.first + self.count:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                self.wall = time.perf_counter() - self.started
+                self.prof.__exit__(None, None, None)
+
+        def summary(self, rows: int = 25) -> dict | None:
+            if self.prof is None or not self.wall:
+                return None
+            import torch
+
+            # On a CPU (the smoke test) the CPU time stands in for the GPU's.
+            key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            events = self.prof.key_averages()
+            print(events.table(sort_by=key, row_limit=rows), file=sys.stderr)
+            device_us = sum(getattr(e, key) for e in events)
+            top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:rows]
+            return {
+                "steps": self.count,
+                "wall_seconds": round(self.wall, 3),
+                "gpu_busy_seconds": round(device_us / 1e6, 3),
+                "gpu_busy_share": round(device_us / 1e6 / self.wall, 3),
+                "top_kernels": [
+                    {"name": e.key[:120], "calls": e.count, "gpu_ms": round(getattr(e, key) / 1e3, 2)}
+                    for e in top
+                ],
+            }
+
+    return StepProfiler(first, count)
 
 
 # ---------------------------------------------------------------- parent
@@ -278,7 +358,7 @@ def run_configs(configs: list[Config], args: argparse.Namespace) -> list[dict]:
         command = [sys.executable, str(Path(__file__).resolve()), "--child", config.spec]
         command += ["--data", args.data, "--model", args.model, "--examples", str(args.examples)]
         command += ["--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps)]
-        command += ["--max-length", str(args.max_length)]
+        command += ["--max-length", str(args.max_length), "--profile", str(args.profile)]
         started = time.perf_counter()
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
@@ -338,7 +418,7 @@ def recipe_check(args: argparse.Namespace) -> dict:
         "--val-size", str(args.val_size), "--precision", args.recipe_precision, "--report-to", "none",
         "--eval-on-start", "--logging-steps", "10", "--save-steps", "100000",
     ]  # fmt: skip
-    recipes = {"seed": [], "fast": shlex.split(args.fast_recipe)}
+    recipes = {"seed": shlex.split(args.seed_recipe), "fast": shlex.split(args.fast_recipe)}
     out_root = Path(tempfile.mkdtemp(prefix="recipe_check_"))
     report = {}
     for name, flags in recipes.items():

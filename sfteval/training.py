@@ -97,6 +97,7 @@ class TrainSettings:
     max_steps: int | None = None
     packing: bool | None = None  # None: the backend decides (unsloth: padding-free; hf: padded)
     gradient_checkpointing: bool = True
+    group_by_length: bool = False  # batches of similar lengths: little padding, order still seeded
     token_budget: int | None = None  # unsloth: split micro-batches above this many tokens (same gradients)
     logging_steps: int = 1
     save_steps: int = 200
@@ -320,9 +321,9 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
         def session_tokens(self, state) -> int:
             return state.num_input_tokens_seen - self.tokens_at_start
 
-        def window(self, first_step: int) -> dict[str, float] | None:
-            """Tokens/s over the steps after `first_step` (the bench skips warm-up steps)."""
-            marks = [m for m in self.step_marks if m[0] >= first_step]
+        def window(self, first_step: int, last_step: int | None = None) -> dict[str, float] | None:
+            """Tokens/s over the steps from `first_step` to `last_step` (the bench skips warm-up steps)."""
+            marks = [m for m in self.step_marks if m[0] >= first_step and (last_step is None or m[0] <= last_step)]
             if len(marks) < 2:
                 return None
             (s0, t0, k0), (s1, t1, k1) = marks[0], marks[-1]
@@ -462,6 +463,7 @@ def build_trainer(
         "bf16": has_cuda and settings.precision != "fp32",
         "fp16": False,
         "gradient_checkpointing": settings.gradient_checkpointing,
+        "train_sampling_strategy": "group_by_length" if settings.group_by_length else "random",
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,

@@ -303,3 +303,50 @@ def test_trl_trainer_for_the_gpu_keeps_our_labels(tiny_llama_dir, shared_data, t
         assert batch["input_ids"].shape[0] == 2
         assert ((batch["input_ids"] == pad) == (batch["attention_mask"] == 0)).all()
         assert (batch["labels"][batch["attention_mask"] == 0] == data.IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("use_trl", [True, False])
+def test_group_by_length_fills_each_batch_with_similar_lengths(tiny_llama_dir, shared_data, tmp_path, use_trl):
+    """--group-by-length: both trainers sample through transformers' LengthGroupedSampler, so an
+    effective batch holds examples of similar length (little padding) in a seeded order."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from sfteval import training
+
+    settings = training.TrainSettings(
+        model=str(tiny_llama_dir), dataset=str(shared_data / ALPACA_FILE), precision="fp32", use_hf=True,
+        limit=256, batch_size=4, grad_accum=2, group_by_length=True, report_to="none", max_steps=3,
+    )  # fmt: skip
+    loaded = training.load_model(settings)
+    rows, _ = data.load_records(settings.dataset, limit=settings.limit)
+    tokenized = data.prepare(loaded.tokenizer, rows, settings.max_length, seed=settings.seed)
+    built = training.build_trainer(settings, loaded, tokenized, str(tmp_path), use_trl=use_trl)
+    sampler = built.trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(tokenized.train)))
+    lengths = [len(ex["input_ids"]) for ex in tokenized.train]
+
+    def padded_share(indices: list[int]) -> float:
+        groups = [indices[i : i + 8] for i in range(0, len(indices), 8)]
+        padded = sum(max(lengths[j] for j in g) * len(g) for g in groups)
+        return 1 - sum(lengths) / padded
+
+    shuffled = list(range(len(lengths)))
+    __import__("random").Random(0).shuffle(shuffled)
+    assert padded_share(order) < padded_share(shuffled) / 2
+
+
+def test_train_bench_runs_a_grouped_config_and_profiles_it_on_cpu(tiny_llama_dir, shared_data, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script(
+        "bench/train_throughput.py", "--model", str(tiny_llama_dir), "--data", str(shared_data / ALPACA_FILE),
+        "--examples", "64", "--configs", "hf-bf16-b4-a1-pad-nogc-gl", "--steps", "2", "--warmup-steps", "1",
+        "--profile", "1", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["group_by_length"] is True and row["timed_steps"] == 2 and row["tokens_per_second"] > 0
+    profile = row["profile"]
+    assert profile["steps"] == 1 and profile["wall_seconds"] > 0 and profile["top_kernels"]
+    assert any("mm" in k["name"] or "linear" in k["name"] for k in profile["top_kernels"])

@@ -16,9 +16,9 @@ STEPS=(
   join:60 train:150
   gen_hf_bf16_base:90 mmlu_hf_bf16_base:40 mmlu_hf_4bit_base:40
   mmlu_hf_bf16_ft:40 mmlu_hf_4bit_ft:40 gen_hf_bf16_ft:90 gen_hf_4bit_ft:90 gen_hf_4bit_base:90
-  parity_hf:120 parity_unsloth:200
+  parity_hf:120 parity_unsloth:200 parity_hf_8bit:90
   gen_unsloth_bf16_ft:100 gen_unsloth_4bit_ft:100 gen_unsloth_8bit_ft:100 gen_hf_8bit_ft:100 gen_hf_8bit_t0_ft:100
-  bench_gen_compile:240 recipe_check:400
+  gens_8bit_unsloth:150 bench_gen_compile:240 recipe_check:300
 )
 
 step_join() {
@@ -42,6 +42,7 @@ step_train() {
 # gen NAME FLAGS...: all 541 IFEval prompts, 1280 new tokens at most, into $X/eval_responses/NAME.json
 gen() {
   local out=$X/eval_responses/$1.json; shift
+  [ -f $out ] && return 0
   local resume=; [ -f $X/eval_responses/$(basename $out .json).partial.jsonl ] && resume="--resume auto"
   python3 eval_generate.py --model $M --prompts $P --no-progress --output $out $resume $GEN_BATCH "$@"
 }
@@ -54,6 +55,16 @@ step_gen_unsloth_4bit_ft() { gen gemma3-270m_alpaca5k_unsloth_4bit --precision 4
 step_gen_unsloth_8bit_ft() { gen gemma3-270m_alpaca5k_unsloth_8bit --precision 8bit --lora $FT; }
 step_gen_hf_8bit_ft() { gen gemma3-270m_alpaca5k_hf_8bit --use-hf --precision 8bit --lora $FT; }
 step_gen_hf_8bit_t0_ft() { gen gemma3-270m_alpaca5k_hf_8bit_t0 --use-hf --precision 8bit --llm-int8-threshold 0 --lora $FT; }
+# The five generations above at once: a 270M model leaves the GPU mostly idle, so separate
+# processes overlap well. Run after parity_unsloth, which fills unsloth's compile cache.
+step_gens_8bit_unsloth() {
+  local pids=() name rc=0
+  for name in unsloth_bf16_ft unsloth_4bit_ft unsloth_8bit_ft hf_8bit_ft hf_8bit_t0_ft; do
+    step_gen_$name > $X/logs/gen_$name.log 2>&1 & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait $pid || rc=$?; done
+  return $rc
+}
 
 mmlu() { python3 eval_mmlu.py --model $M --use-hf --data $Q --no-progress --output-dir $X/eval_results "$@"; }
 step_mmlu_hf_bf16_base() { mmlu --precision bf16; }
@@ -66,14 +77,18 @@ step_parity_hf() { parity --runs hf:bf16 hf:8bit hf:4bit --output $X/eval_result
 step_parity_unsloth() {
   parity --runs hf:bf16 unsloth:bf16 unsloth:8bit unsloth:4bit --output $X/eval_results/parity_gemma3-270m_unsloth.json
 }
+step_parity_hf_8bit() { parity --runs hf:bf16 hf:8bit --output $X/eval_results/parity_gemma3-270m_hf_8bit.json; }
 
 # Llama-3.1-8B shape, random init: does a static cache + compiled decode step reach the 2-minute target?
 step_bench_gen_compile() {
   python3 bench/generate_throughput.py --runs hf-bf16-compile --batch-sizes 256 --worker-timeout 220 \
     --json $X/eval_results/bench_generate_compile.json
 }
-# Held-out loss per token seen: the seed recipe vs the fast one, 2,000 records of real data.
+# Held-out loss per token seen: the seed recipe vs the fast one, 2,000 records of real data, both
+# through transformers + peft + TRL (unsloth compiles Gemma3 for minutes; the losses are what count).
+FAST_RECIPE=${FAST_RECIPE:---use-hf --batch-size 32 --grad-accum 1 --group-by-length --no-gradient-checkpointing --lr 4e-4}
 step_recipe_check() {
   python3 bench/train_throughput.py --data $A --recipe-check --model $M --examples 2000 --val-size 100 \
-    --timeout 190 --out $X/eval_results/recipe_check_gemma3-270m.json
+    --seed-recipe "--use-hf" --fast-recipe "$FAST_RECIPE" --timeout 250 \
+    --out $X/eval_results/recipe_check_gemma3-270m.json
 }
