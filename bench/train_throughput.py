@@ -340,8 +340,7 @@ def make_step_profiler(first: int, count: int):
                 "gpu_busy_seconds": round(device_us / 1e6, 3),
                 "gpu_busy_share": round(device_us / 1e6 / self.wall, 3),
                 "top_kernels": [
-                    {"name": e.key[:120], "calls": e.count, "gpu_ms": round(getattr(e, key) / 1e3, 2)}
-                    for e in top
+                    {"name": e.key[:120], "calls": e.count, "gpu_ms": round(getattr(e, key) / 1e3, 2)} for e in top
                 ],
             }
 
