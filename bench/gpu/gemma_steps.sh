@@ -56,11 +56,13 @@ step_gen_unsloth_8bit_ft() { gen gemma3-270m_alpaca5k_unsloth_8bit --precision 8
 step_gen_hf_8bit_ft() { gen gemma3-270m_alpaca5k_hf_8bit --use-hf --precision 8bit --lora $FT; }
 step_gen_hf_8bit_t0_ft() { gen gemma3-270m_alpaca5k_hf_8bit_t0 --use-hf --precision 8bit --llm-int8-threshold 0 --lora $FT; }
 # The five generations above at once: a 270M model leaves the GPU mostly idle, so separate
-# processes overlap well. Run after parity_unsloth, which fills unsloth's compile cache.
+# processes overlap well.
 step_gens_8bit_unsloth() {
   local pids=() name rc=0
   for name in unsloth_bf16_ft unsloth_4bit_ft unsloth_8bit_ft hf_8bit_ft hf_8bit_t0_ft; do
-    step_gen_$name > $X/logs/gen_$name.log 2>&1 & pids+=($!)
+    # A compile cache per process: unsloth writes its generated modules there while importing.
+    UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_cache_$name step_gen_$name > $X/logs/gen_$name.log 2>&1 &
+    pids+=($!)
   done
   for pid in "${pids[@]}"; do wait $pid || rc=$?; done
   return $rc
