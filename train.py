@@ -141,7 +141,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--group-by-length",
         action="store_true",
         help="fill each effective batch with examples of similar length (transformers' LengthGroupedSampler): "
-        "little padding in padded batches, and the order is still shuffled with --seed",
+        "little padding in padded batches, the order still shuffled with --seed; the longest batch comes first, "
+        "so a batch size that does not fit fails at step 1",
     )
     speed.add_argument(
         "--token-budget",

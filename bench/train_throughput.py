@@ -332,14 +332,16 @@ def make_step_profiler(first: int, count: int):
             key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
             events = self.prof.key_averages()
             print(events.table(sort_by=key, row_limit=rows), file=sys.stderr)
-            device_us = sum(getattr(e, key) for e in events)
+            # Each kernel's time also shows as its op's self device time: sum the kernels alone.
+            on_device = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+            device_us = sum(getattr(e, key) for e in (on_device if torch.cuda.is_available() else events))
             top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:rows]
             return {
                 "steps": self.count,
                 "wall_seconds": round(self.wall, 3),
                 "gpu_busy_seconds": round(device_us / 1e6, 3),
                 "gpu_busy_share": round(device_us / 1e6 / self.wall, 3),
-                "top_kernels": [
+                "top_ops_and_kernels": [
                     {"name": e.key[:120], "calls": e.count, "gpu_ms": round(getattr(e, key) / 1e3, 2)} for e in top
                 ],
             }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -251,6 +252,26 @@ def load_tokenizer(source: str) -> Any:
     return tokenizer
 
 
+def log_once(logger_name: str, message_start: str) -> None:
+    """Let a log message that starts with `message_start` through once per process. bitsandbytes
+    logs its bf16 -> fp16 input cast on every 8-bit matmul: 100,000+ lines in one IFEval run."""
+
+    class Once(logging.Filter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.message_start, self.seen = message_start, False
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not str(record.msg).startswith(self.message_start):
+                return True
+            first, self.seen = not self.seen, True
+            return first
+
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(f, "message_start", None) == message_start for f in logger.filters):
+        logger.addFilter(Once())
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -318,6 +339,8 @@ def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
     if spec.precision not in PRECISIONS:
         raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
     check_model_source(name)
+    if spec.precision == "8bit":
+        log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
     loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
     return loader, has_cuda, local_source(name)
 

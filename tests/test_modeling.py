@@ -1,4 +1,5 @@
 import copy
+import logging
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_character_level_gguf_tokenizer_is_refused(llama3_tokenizer):
 
     with pytest.raises(UserError, match="splits text into single characters"):
         modeling.check_gguf_tokenizer(CharTokenizer(), Path("gemma-3-270m-q4_k_m.gguf"))
+
+
+def test_log_once_lets_a_repeated_message_through_once(caplog):
+    """bitsandbytes logs its fp16 cast on every 8-bit matmul; the loader keeps the first line."""
+    name = "sfteval.test.log_once"
+    modeling.log_once(name, "MatMul8bitLt: inputs will be cast")
+    modeling.log_once(name, "MatMul8bitLt: inputs will be cast")  # a second load adds no second filter
+    logger = logging.getLogger(name)
+    with caplog.at_level(logging.WARNING, logger=name):
+        for _ in range(3):
+            logger.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "bf16")
+        logger.warning("something else")
+        logger.warning("something else")
+    messages = [r.getMessage() for r in caplog.records if r.name == name]
+    assert messages == [
+        "MatMul8bitLt: inputs will be cast from bf16 to float16 during quantization",
+        "something else",
+        "something else",
+    ]
+    assert len(logger.filters) == 1

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -23,7 +24,7 @@ def report(tmp_path, *inputs):
             sys.executable,
             "bench/precision_report.py",
             "--inputs",
-            *(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in inputs),
+            *(str(p.relative_to(ROOT)) if isinstance(p, Path) and p.is_relative_to(ROOT) else str(p) for p in inputs),
             "--output",
             str(out),
         ],
@@ -54,3 +55,15 @@ def test_other_files_are_a_one_line_error(tmp_path):
     other.write_text(json.dumps({"kind": "tinymmlu_results"}))
     done, _ = report(tmp_path, other)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "x.json" in done.stderr
+
+
+def test_hand_written_advice_comes_first_and_is_named(tmp_path):
+    advice = tmp_path / "advice.md"
+    advice.write_text("## Which to pick\n\nbf16, from the rows below.\n")
+    done, out = report(tmp_path, INPUTS[0], "--advice", advice)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text.index("## Which to pick") < text.index("## Generation speed")
+    assert f"written by hand in `{advice.as_posix()}`" in text
+    done, _ = report(tmp_path, INPUTS[0], "--advice", tmp_path / "missing.md")
+    assert done.returncode == 2 and "missing.md" in done.stderr and done.stderr.count("\n") == 1
