@@ -23,6 +23,8 @@ STEPS=(
 
 step_join() {
   mkdir -p /tmp/pieces && cp -r .gemma/p* /tmp/pieces/ 2>/dev/null
+  # An adapter trained in an earlier session, carried as .gemma/ft.tgz (a folder named ft inside).
+  if [ ! -d $FT ] && [ -f .gemma/ft.tgz ]; then mkdir -p $FT && tar xzf .gemma/ft.tgz -C $FT --strip-components=1; fi
   test -f $GGUF || python3 tools/carry_pieces.py join /tmp/pieces --out $GGUF || return 4
   sha256sum $GGUF
   python3 -c "from sfteval import modeling; print(modeling.materialize_gguf('$GGUF'))" | tail -1 > $X/model_dir
