@@ -18,7 +18,7 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
   python bench/train_throughput.py --list            # the named configurations
   # Loss per token seen: the seed recipe vs a fast one, one pass over the same data, real model
   python bench/train_throughput.py --data alpaca.json --recipe-check --model path/to/gemma-3-270m \\
-      --fast-recipe "--batch-size 64 --grad-accum 1 --packing --no-gradient-checkpointing --lr 5.66e-4"
+      --seed-recipe "--use-hf" --fast-recipe "--use-hf --packing --batch-size 32 --grad-accum 1 --lr 4e-4"
 
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
@@ -60,6 +60,7 @@ NAMED = {
     "unsloth-4bit-b8": "unsloth-4bit-b8-a1-pf-gc",
     "unsloth-bf16-b32": "unsloth-bf16-b32-a1-pf-gc",
     "unsloth-bf16-b64": "unsloth-bf16-b64-a1-pf-gc",
+    "fast-hf-b32": "hf-bf16-b32-a1-pf-nogc",  # fastest measured (bench/README.md)
     "fast-b32": "unsloth-bf16-b32-a1-pf-nogc",
     "fast-b48": "unsloth-bf16-b48-a1-pf-nogc",
     "fast-b64": "unsloth-bf16-b64-a1-pf-nogc",
@@ -146,7 +147,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe-check", action="store_true", help="compare held-out loss: seed vs --fast-recipe")
     parser.add_argument(
         "--fast-recipe",
-        default="--batch-size 64 --grad-accum 1 --packing --no-gradient-checkpointing --token-budget 12288 --lr 5.66e-4",
+        default="--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --lr 4e-4",
         help="train.py flags of the fast recipe for --recipe-check (default: %(default)s)",
     )
     parser.add_argument(

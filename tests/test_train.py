@@ -350,3 +350,21 @@ def test_train_bench_runs_a_grouped_config_and_profiles_it_on_cpu(tiny_llama_dir
     profile = row["profile"]
     assert profile["steps"] == 1 and profile["wall_seconds"] > 0 and profile["top_ops_and_kernels"]
     assert any("mm" in k["name"] or "linear" in k["name"] for k in profile["top_ops_and_kernels"])
+
+
+def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_dir, shared_data, tmp_path):
+    out = tmp_path / "recipe.json"
+    result = run_script(
+        "bench/train_throughput.py", "--recipe-check", "--model", str(tiny_llama_dir),
+        "--data", str(shared_data / ALPACA_FILE), "--examples", "48", "--val-size", "8", "--recipe-precision", "fp32",
+        "--seed-recipe", "--use-hf --no-gradient-checkpointing --max-steps 3",
+        "--fast-recipe", "--use-hf --packing --batch-size 8 --grad-accum 1 --no-gradient-checkpointing --lr 4e-4 --max-steps 2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads(out.read_text())["recipe_check"]
+    seed, fast = check["seed"], check["fast"]
+    assert (seed["effective_batch"], seed["steps"], fast["effective_batch"], fast["steps"]) == (8, 3, 8, 2)
+    assert fast["learning_rate"] == 4e-4 and seed["learning_rate"] == 2e-4
+    assert seed["eval_loss_initial"] > 0 and fast["eval_loss_final"] > 0
+    assert check["fast_minus_seed_eval_loss"] == fast["eval_loss_final"] - seed["eval_loss_final"]
