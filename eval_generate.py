@@ -4,7 +4,8 @@ python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --precision 4bit
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision bf16 --batch-size 128
 python eval_generate.py --lora lora_model_4bit --precision 4bit            # base model and template from the adapter
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --no-chat-template --use-hf --precision 8bit
-python eval_generate.py --model M --precision bf16 --static-cache --compile --batch-size 256   # fastest on a GPU
+python eval_generate.py --model M --precision bf16 --static-cache --compile --batch-size 256   # CUDA graphs (measured slower)
+python eval_generate.py --model M --use-hf --precision bf16 --gqa-decode      # KV cache read once per key/value head
 python eval_generate.py --model M --prompts ../shared/data/ifeval/input_data.jsonl --limit 20 --max-new-tokens 64
 python eval_generate.py --model M --precision 4bit --resume                # complete the newest matching run
 python eval_generate.py --resume eval_responses/NAME.partial.jsonl --model M --precision 4bit
@@ -74,6 +75,12 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --static-cache: torch.compile the decode step (CUDA graphs); the first batch pays the compile",
     )
+    group.add_argument(
+        "--gqa-decode",
+        action="store_true",
+        help="transformers loader: at each new token read every key/value head of the cache once instead of "
+        "copying it for each query head it serves (same attention, sfteval/attention.py)",
+    )
     group = parser.add_argument_group("output")
     group.add_argument("--output", metavar="PATH", help="a .json file name, or a folder (default: eval_responses/)")
     group.add_argument(
@@ -127,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=count(args.batch_size, "--batch-size", allow_auto=True),
         static_cache=args.static_cache,
         compile=args.compile,
+        gqa_decode=args.gqa_decode,
         merge_adapter=args.merge_adapter,
         llm_int8_threshold=args.llm_int8_threshold,
         output=args.output,

@@ -9,12 +9,14 @@ One H100 (each command is meant to fit one 10-minute call; the random model is b
   python bench/generate_throughput.py --runs unsloth-bf16 unsloth-4bit --batch-sizes 256 --worker-timeout 200
   python bench/generate_throughput.py --runs hf-bf16 --batch-sizes 256 --sample-steps 0   # time all 1280 steps
   python bench/generate_throughput.py --runs all --batch-sizes 256                        # every figure, ~15 min
+  python bench/generate_throughput.py --runs hf-bf16 hf-bf16-gqa --batch-sizes 256 --ragged  # IFEval-like padding
 CPU check of the machinery:
   python bench/generate_throughput.py --shape tiny --runs hf-bf16 hf-fp32 --batch-sizes 4 --new-tokens 16 --sample-steps 4
 
-A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile]: hf or unsloth; bf16, fp32, 8bit or 4bit;
--t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers' static KV cache, -compile =
-static cache + torch.compile of the decode step (CUDA graphs). Each run is its own process
+A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa]: hf or unsloth; bf16, fp32, 8bit or
+4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers' static KV cache, -compile =
+static cache + torch.compile of the decode step (CUDA graphs); -gqa = eval_generate.py --gqa-decode
+(each key/value head of the cache read once per step). Each run is its own process
 (importing unsloth patches transformers for the whole process). A batch size is what
 eval_generate.py's --batch-size would be: 541 prompts at 256 run as 3 batches of 181, so the
 bench measures a batch of 181 and projects 3 of them.
@@ -73,24 +75,28 @@ TARGET_BF16_MINUTES = 2.0
 TARGET_RATIO = {"4bit": 1.5, "8bit": 2.0}
 # --runs all: every figure the issue asks for (unsloth ones are skipped where it is not installed)
 ALL_RUNS = ("hf-bf16", "hf-bf16-compile", "hf-4bit", "hf-8bit-t6", "hf-8bit-t0", "unsloth-bf16", "unsloth-4bit")
-RUN_SPEC = re.compile(r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?$")
+RUN_SPEC = re.compile(r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?(-gqa)?$")
 
 
 def parse_run(text: str) -> dict[str, Any]:
     match = RUN_SPEC.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile], e.g. hf-bf16, hf-8bit-t0, hf-bf16-compile"
+            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa], e.g. hf-bf16, hf-8bit-t0, "
+            "hf-bf16-compile, hf-bf16-gqa"
         )
-    loader, precision, threshold, cache = match.groups()
+    loader, precision, threshold, cache, gqa = match.groups()
     if threshold is not None and precision != "8bit":
         raise argparse.ArgumentTypeError(f"{text!r}: -tTHRESHOLD is for 8bit runs only")
+    if gqa and loader != "hf":
+        raise argparse.ArgumentTypeError(f"{text!r}: -gqa changes transformers' attention, so it is for hf runs only")
     return {
         "name": text,
         "loader": loader,
         "precision": precision,
         "llm_int8_threshold": float(threshold) if threshold is not None else 6.0,
         "cache": cache or "dynamic",
+        "gqa_decode": bool(gqa),
     }
 
 
@@ -114,6 +120,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--new-tokens", type=cli.positive_int, default=1280, help="(default: %(default)s)")
     parser.add_argument("--prompt-tokens", type=cli.positive_int, default=80, help="(default: %(default)s)")
     parser.add_argument("--n-prompts", type=cli.positive_int, default=IFEVAL_PROMPTS, help="(default: %(default)s)")
+    parser.add_argument(
+        "--ragged",
+        action="store_true",
+        help="prompt lengths spread evenly over 0.5-1.5x --prompt-tokens, left-padded as in IFEval, so every step "
+        "carries a padding mask (default: equal lengths, no padding)",
+    )
     parser.add_argument(
         "--sample-steps",
         type=int,
@@ -234,11 +246,13 @@ def timed_generate(model: Any, tokenizer: Any, batch: list[list[int]], new_token
     return seconds
 
 
-def random_prompts(rows: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+def random_prompts(rows: int, length: int, vocab: int, seed: int, spread: int = 0) -> list[list[int]]:
+    """Random token ids: `length` per row, or lengths spread evenly over length +- spread (mean `length`)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab - 4, (rows, length), generator=generator).tolist()
+    ids = torch.randint(0, vocab - 4, (rows, length + spread), generator=generator).tolist()
+    return [row[: length - spread + (2 * spread * i) // max(rows - 1, 1)] for i, row in enumerate(ids)]
 
 
 def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -246,6 +260,7 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
 
     rows, n_batches = balanced(args.n_prompts, batch_size)
     prompt, new = args.prompt_tokens, args.new_tokens
+    spread = prompt // 2 if args.ragged else 0  # the prompt part of every row's context varies, IFEval-like
     vocab = model.config.vocab_size
     options: dict[str, Any] = {}
     if run["cache"] != "dynamic":
@@ -254,13 +269,13 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
             options["disable_compile"] = True
     result: dict[str, Any] = {"batch_size": batch_size, "batch_rows": rows, "n_batches": n_batches}
     started = time.perf_counter()
-    timed_generate(model, tokenizer, random_prompts(rows, prompt, vocab, 1), min(new, 16), options)
+    timed_generate(model, tokenizer, random_prompts(rows, prompt, vocab, 1, spread), min(new, 16), options)
     result["warmup_s"] = round(time.perf_counter() - started, 2)  # includes torch.compile for -compile
     result["compiled"] = was_compiled(model)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     steps = args.sample_steps
-    batch = random_prompts(rows, prompt, vocab, 2)
+    batch = random_prompts(rows, prompt, vocab, 2, spread)
     prefill = timed_generate(model, tokenizer, batch, 1, options)
     if steps <= 0 or steps >= new // 2:
         total = timed_generate(model, tokenizer, batch, new, options)
@@ -269,7 +284,7 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
     else:
         start = (timed_generate(model, tokenizer, batch, 1 + steps, options) - prefill) / steps
         # mid-length: the timed steps sit around a context of prompt + new/2 tokens, the mean step
-        mid_batch = random_prompts(rows, prompt + new // 2 - steps // 2, vocab, 3)
+        mid_batch = random_prompts(rows, prompt + new // 2 - steps // 2, vocab, 3, spread)
         mid_prefill = timed_generate(model, tokenizer, mid_batch, 1, options)
         mid = (timed_generate(model, tokenizer, mid_batch, 1 + steps, options) - mid_prefill) / steps
         step = mid
@@ -321,7 +336,8 @@ def worker(run: dict, args: argparse.Namespace) -> None:
 
     from sfteval import modeling
 
-    base = {"run": run["name"], **{k: run[k] for k in ("loader", "precision", "cache")}}
+    base = {"run": run["name"], **{k: run[k] for k in ("loader", "precision", "cache", "gqa_decode")}}
+    base["ragged_prompts"] = args.ragged
     if run["precision"] == "8bit":
         base["llm_int8_threshold"] = run["llm_int8_threshold"]
     has_cuda = torch.cuda.is_available()
@@ -349,6 +365,10 @@ def worker(run: dict, args: argparse.Namespace) -> None:
     except Exception as err:  # report and let the other runs go on
         emit({**base, "error": f"load: {type(err).__name__}: {err}"[:500]})
         return
+    if run["gqa_decode"]:
+        from sfteval import attention
+
+        attention.use_gqa_decode(loaded.model)
     base["load_s"] = round(time.perf_counter() - started, 1)
     base["weights_gb"] = round(loaded.model.get_memory_footprint() / 1e9, 2)
     base["attn_implementation"] = getattr(loaded.model.config, "_attn_implementation", None)

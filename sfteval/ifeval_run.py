@@ -78,6 +78,7 @@ class RunConfig:
     batch_size: int | None = None  # None = auto
     static_cache: bool = False
     compile: bool = False
+    gqa_decode: bool = False  # sfteval.attention: the KV cache read once per key/value head
     merge_adapter: bool = False
     llm_int8_threshold: float = 6.0
     output: str | None = None  # a .json file or a folder; None = eval_responses/<auto name>
@@ -502,6 +503,8 @@ def plan(config: RunConfig) -> Job:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
     if config.merge_adapter and loader != "hf":
         raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
+    if config.gqa_decode and loader != "hf":
+        raise UserError("--gqa-decode changes transformers' attention; add --use-hf")
     if config.compile and loader == "hf" and config.precision in ("8bit", "4bit"):
         print(
             "warning: transformers does not compile bitsandbytes models; --compile will have no effect",
@@ -536,6 +539,10 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     model, tokenizer = loaded.model, loaded.tokenizer
     if config.merge_adapter:
         model = model.merge_and_unload()
+    if config.gqa_decode:
+        from sfteval import attention
+
+        attention.use_gqa_decode(model)
     adapter_template = (job.train_config or {}).get("template")
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     if adapter_template and template != adapter_template:
@@ -607,12 +614,14 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         "batch_size_requested": config.batch_size or "auto",
         "static_cache": config.static_cache,
         "compile": config.compile,
+        "gqa_decode": config.gqa_decode,
         "load_seconds": round(time.perf_counter() - started, 2),
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
         "rows_before": len(done),
     }
     side = open_side_file(job, session, log)
     knobs = " | static cache" + (" + compile" if config.compile else "") if config.static_cache else ""
+    knobs += " | GQA decode" if config.gqa_decode else ""
     log(
         f"[{job.model_name} | adapter {config.adapter} | {config.precision} | {job.loader} | template "
         f"{ready.template} | {len(job.selected)} prompts, {len(done)} done | batch size {ready.batch_size}{knobs}]"

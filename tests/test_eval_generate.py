@@ -112,6 +112,14 @@ def test_one_by_one_with_static_cache_and_flipped_padding_side_equals_batched(
     assert meta["generation"]["static_cache"] is True and meta["generation"]["batch_size"] == 1
 
 
+def test_gqa_decode_gives_the_batched_responses(reference, smollm2_dir, shared_data, tmp_path):
+    """SmolLM2 has 9 query heads on 3 key/value heads: the grouped decode path must not change a token."""
+    grouped = run_main(base_args(smollm2_dir, shared_data, tmp_path, "--batch-size", str(BATCH), "--gqa-decode"))
+    assert responses(grouped) == responses(reference)
+    meta = json.loads(grouped.read_text())["metadata"]
+    assert meta["attn_implementation"] == "sdpa_gqa_decode" and meta["sessions"][0]["gqa_decode"] is True
+
+
 def test_killed_run_resumes_to_the_same_responses(reference, smollm2_dir, shared_data, tmp_path):
     argv = base_args(smollm2_dir, shared_data, tmp_path, "--batch-size", str(BATCH))
     process = subprocess.Popen([sys.executable, str(SCRIPT), *argv], env=ENV, stderr=subprocess.PIPE, text=True)

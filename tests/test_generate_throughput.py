@@ -17,10 +17,12 @@ bench = load_script(BENCH, "generate_throughput")
 def test_run_specs():
     assert bench.parse_run("hf-8bit-t0") == {
         "name": "hf-8bit-t0", "loader": "hf", "precision": "8bit", "llm_int8_threshold": 0.0, "cache": "dynamic",
+        "gqa_decode": False,
     }  # fmt: skip
     assert bench.parse_run("hf-bf16-compile")["cache"] == "compile"
+    assert bench.parse_run("hf-bf16-static-gqa")["gqa_decode"] and bench.parse_run("hf-bf16-gqa")["cache"] == "dynamic"
     assert bench.parse_run("unsloth-4bit")["loader"] == "unsloth"
-    for bad in ("hf-3bit", "vllm-bf16", "hf-bf16-t6", "hf-bf16-fast"):
+    for bad in ("hf-3bit", "vllm-bf16", "hf-bf16-t6", "hf-bf16-fast", "unsloth-bf16-gqa", "hf-bf16-gqa-static"):
         with pytest.raises(argparse.ArgumentTypeError):
             bench.parse_run(bad)
     assert [bench.parse_run(name)["precision"] for name in bench.ALL_RUNS] == [
@@ -68,3 +70,24 @@ def test_tiny_run_on_cpu_prints_figures_and_writes_them(tmp_path):
     assert skipped["skipped"] == "needs a CUDA GPU"
     shape = json.loads((tmp_path / "model" / "bench_shape.json").read_text())
     assert shape["config"]["num_key_value_heads"] == 2
+
+
+def test_ragged_prompts_spread_around_the_mean_length():
+    rows = bench.random_prompts(5, 80, 1000, seed=1, spread=40)
+    assert [len(r) for r in rows] == [40, 60, 80, 100, 120]
+    assert [len(r) for r in bench.random_prompts(3, 80, 1000, seed=1)] == [80, 80, 80]
+
+
+def test_tiny_ragged_run_with_gqa_decode_on_cpu(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, str(BENCH), "--shape", "tiny", "--runs", "hf-fp32-gqa", "--ragged",
+        "--batch-sizes", "8", "--n-prompts", "8", "--new-tokens", "12", "--prompt-tokens", "8", "--sample-steps", "2",
+        "--model-dir", str(tmp_path / "model"), "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (measured,) = json.loads(out.read_text())["results"]
+    assert measured["gqa_decode"] is True and measured["ragged_prompts"] is True
+    assert measured["attn_implementation"] == "sdpa_gqa_decode" and measured["tokens_per_second"] > 0
