@@ -145,6 +145,12 @@ def make_parser() -> argparse.ArgumentParser:
         "so a batch size that does not fit fails at step 1",
     )
     speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --use-hf: torch.compile the model (transformers' torch_compile): fused kernels and fewer "
+        "launches per step; the first steps pay the compile, and a new batch shape may recompile",
+    )
+    speed.add_argument(
         "--token-budget",
         type=cli.positive_int,
         help="unsloth: run a micro-batch holding more real tokens than this as several passes over whole "

@@ -23,7 +23,7 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
 accumulation, `pf` padding-free / `pad` padded (default: the backend decides), `gc` / `nogc`
-gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length), `len<N>` fixed-length examples of N tokens (made of
+gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length), `tc` torch.compile (train.py --compile), `len<N>` fixed-length examples of N tokens (made of
 consecutive alpaca examples) instead of the real lengths, `tb<N>` unsloth token budget per
 forward/backward pass (train.py --token-budget), `lr<X>` learning rate.
 """
@@ -61,6 +61,7 @@ NAMED = {
     "unsloth-bf16-b32": "unsloth-bf16-b32-a1-pf-gc",
     "unsloth-bf16-b64": "unsloth-bf16-b64-a1-pf-gc",
     "fast-hf-b32": "hf-bf16-b32-a1-pf-nogc",  # fastest measured (bench/README.md)
+    "fast-hf-b32-tc": "hf-bf16-b32-a1-pf-nogc-tc",  # the same, torch.compiled
     "fast-b32": "unsloth-bf16-b32-a1-pf-nogc",
     "fast-b48": "unsloth-bf16-b48-a1-pf-nogc",
     "fast-b64": "unsloth-bf16-b64-a1-pf-nogc",
@@ -87,6 +88,7 @@ class Config:
     learning_rate: float = 2e-4
     token_budget: int | None = None
     group_by_length: bool = False
+    compile: bool = False
 
 
 def parse_config(text: str) -> Config:
@@ -101,6 +103,8 @@ def parse_config(text: str) -> Config:
             config.packing = token == "pf"
         elif token == "gl":
             config.group_by_length = True
+        elif token == "tc":
+            config.compile = True
         elif token in ("gc", "nogc"):
             config.gradient_checkpointing = token == "gc"
         elif re.fullmatch(r"b\d+", token):
@@ -237,6 +241,7 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         packing=config.packing,
         gradient_checkpointing=config.gradient_checkpointing,
         group_by_length=config.group_by_length,
+        compile=config.compile,
         learning_rate=config.learning_rate,
         token_budget=config.token_budget,
         max_steps=args.warmup_steps + args.steps + args.profile,

@@ -62,6 +62,7 @@ RESUME_FREE = {
     "eval_on_start",
     "output_dir",
     "token_budget",
+    "compile",
 }
 
 
@@ -98,6 +99,7 @@ class TrainSettings:
     packing: bool | None = None  # None: the backend decides (unsloth: padding-free; hf: padded)
     gradient_checkpointing: bool = True
     group_by_length: bool = False  # batches of similar lengths: little padding, order still seeded
+    compile: bool = False  # transformers loader: torch.compile the model (Trainer's torch_compile)
     token_budget: int | None = None  # unsloth: split micro-batches above this many tokens (same gradients)
     logging_steps: int = 1
     save_steps: int = 200
@@ -464,6 +466,7 @@ def build_trainer(
         "fp16": False,
         "gradient_checkpointing": settings.gradient_checkpointing,
         "train_sampling_strategy": "group_by_length" if settings.group_by_length else "random",
+        "torch_compile": settings.compile and loaded.info["loader"] == "hf",
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
@@ -481,6 +484,8 @@ def build_trainer(
             os.environ["UNSLOTH_TOKEN_BUDGET"] = str(settings.token_budget)
         else:
             notes.append("--token-budget needs the unsloth loader; ignored")
+    if settings.compile and loaded.info["loader"] != "hf":
+        notes.append("--compile is for the transformers loader (--use-hf); unsloth compiles its own kernels; ignored")
     if use_trl:
         # After `import unsloth` (modeling.pick_loader) these are unsloth's patched classes.
         from trl import SFTConfig, SFTTrainer

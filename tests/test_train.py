@@ -368,3 +368,26 @@ def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_
     assert fast["learning_rate"] == 4e-4 and seed["learning_rate"] == 2e-4
     assert seed["eval_loss_initial"] > 0 and fast["eval_loss_final"] > 0
     assert check["fast_minus_seed_eval_loss"] == fast["eval_loss_final"] - seed["eval_loss_final"]
+
+
+def test_compile_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path):
+    """--compile (transformers' torch_compile, --use-hf): the compiled model takes the same
+    optimizer steps to the same losses as the eager one."""
+    from sfteval import training
+
+    losses = {}
+    for compiled in (False, True):
+        settings = training.TrainSettings(
+            model=str(tiny_llama_dir), dataset=str(shared_data / ALPACA_FILE), precision="fp32", use_hf=True,
+            limit=32, batch_size=4, grad_accum=1, gradient_checkpointing=False, compile=compiled,
+            report_to="none", max_steps=3, logging_steps=1,
+        )  # fmt: skip
+        loaded = training.load_model(settings)
+        rows, _ = data.load_records(settings.dataset, limit=settings.limit)
+        tokenized = data.prepare(loaded.tokenizer, rows, settings.max_length, seed=settings.seed)
+        built = training.build_trainer(settings, loaded, tokenized, str(tmp_path / str(compiled)), save=False)
+        built.trainer.train()
+        assert built.trainer.args.torch_compile is compiled
+        assert (type(built.trainer.model_wrapped).__name__ == "OptimizedModule") is compiled
+        losses[compiled] = [e["loss"] for e in built.trainer.state.log_history if "loss" in e]
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], abs=1e-3)
