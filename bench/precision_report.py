@@ -77,6 +77,11 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def missing_combinations(present: set[tuple[str, str]], what: str) -> list[str]:
+    missing = [f"{lo} {pr}" for lo, pr in COMBINATIONS if (lo, pr) not in present]
+    return [f"Not measured in these files ({what}): {', '.join(missing)}."] if missing else []
+
+
 def parity_rows(files: list[tuple[Path, dict]]) -> list[str]:
     rows = []
     for path, doc in files:
@@ -193,6 +198,11 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|",
         *parity_rows(parity),
         "",
+        *missing_combinations(
+            {tuple(name.split(":", 1)) for _, d in parity for name in d["summary"] if ":" in name},
+            "parity, any model",
+        ),
+        "",
         "## IFEval on a real model, per loader and precision",
         "",
         "All 541 prompts, greedy, up to 1,280 new tokens; 95% bootstrap intervals over prompts. Tokens/s",
@@ -201,6 +211,8 @@ def main(argv=None) -> int:
         "| model | adapter | loader | precision | template | GPU | prompt strict | instruction strict | prompt loose | tokens/s | peak GB | file |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *ifeval_rows(scores),
+        "",
+        *missing_combinations({(d["metadata"]["loader"], d["metadata"]["precision"]) for _, d in scores}, "IFEval"),
         "",
         "Paired differences between runs of the same model (same prompts; paired bootstrap interval in",
         "points, exact McNemar test):",

@@ -48,6 +48,9 @@ def test_every_row_names_its_file_and_figures_come_from_it(tmp_path):
     strict = next(m for m in comparison["metrics"] if m["metric"] == "prompt_level_strict_acc")
     assert f"{strict['difference'] * 100:+.1f} [" in text
     assert "static + compiled decode" in text
+    # what the given files leave unmeasured is said, per section
+    assert "(IFEval): unsloth 4bit, unsloth 8bit, unsloth bf16, hf 4bit, hf 8bit." in text
+    assert "(parity, any model): unsloth 4bit, unsloth 8bit, unsloth bf16, hf 8bit." in text
 
 
 def test_other_files_are_a_one_line_error(tmp_path):
