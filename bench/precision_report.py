@@ -64,22 +64,19 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
         return ["No speed measurements were given."]
     fastest = max(results, key=lambda r: r["tokens_per_second"])
     smallest = min(results, key=lambda r: r["peak_gpu_gb"])
-    missing = [
-        f"{lo} {pr}" for lo, pr in COMBINATIONS if not any(r["loader"] == lo and r["precision"] == pr for r in results)
-    ]
-    lines = [
+    return [
         f"Fastest measured: {fastest['loader']} {fastest['precision']} ({fastest['tokens_per_second']:,.0f} tokens/s, "
         f"{fastest['ifeval_minutes']:.1f} min for the worst-case IFEval run). Least memory: {smallest['loader']} "
         f"{smallest['precision']} ({smallest['peak_gpu_gb']:.1f} GB peak, KV cache included).",
+        *missing_combinations({(r["loader"], r["precision"]) for r in results}),
     ]
-    if missing:
-        lines.append(f"Not measured in these files: {', '.join(missing)}.")
-    return lines
 
 
-def missing_combinations(present: set[tuple[str, str]], what: str) -> list[str]:
+def missing_combinations(present: set[tuple[str, str]], what: str | None = None) -> list[str]:
+    """The line naming which of the six loader/precision combinations `present` lacks, if any."""
     missing = [f"{lo} {pr}" for lo, pr in COMBINATIONS if (lo, pr) not in present]
-    return [f"Not measured in these files ({what}): {', '.join(missing)}."] if missing else []
+    label = f" ({what})" if what else ""
+    return [f"Not measured in these files{label}: {', '.join(missing)}."] if missing else []
 
 
 def parity_rows(files: list[tuple[Path, dict]]) -> list[str]:

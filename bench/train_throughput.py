@@ -23,7 +23,8 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
 accumulation, `pf` padding-free / `pad` padded (default: the backend decides), `gc` / `nogc`
-gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length), `tc` torch.compile (train.py --compile), `len<N>` fixed-length examples of N tokens (made of
+gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length),
+`tc` torch.compile (train.py --compile), `len<N>` fixed-length examples of N tokens (made of
 consecutive alpaca examples) instead of the real lengths, `tb<N>` unsloth token budget per
 forward/backward pass (train.py --token-budget), `lr<X>` learning rate.
 """

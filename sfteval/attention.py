@@ -39,11 +39,9 @@ def gqa_decode_sdpa(
         )
     # Query head h uses key/value head h // groups (the order repeat_kv expands to).
     grouped = query.reshape(batch, key.shape[1], groups, head_dim)
-    mask = attention_mask
-    if mask is not None and mask.dim() == 4:
-        mask = mask[:, :, -1:, : key.shape[2]]  # (batch, 1, 1, kv_length): broadcast over the groups
+    # A decode step's mask is (batch, 1, 1, kv_length): it broadcasts over the groups as it did over the heads.
     output = torch.nn.functional.scaled_dot_product_attention(
-        grouped, key, value, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling
+        grouped, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0, scale=scaling
     )
     return output.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
 
