@@ -147,8 +147,22 @@ def make_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--compile",
         action="store_true",
-        help="with --use-hf: torch.compile the model (transformers' torch_compile): fused kernels and fewer "
-        "launches per step; the first steps pay the compile, and a new batch shape may recompile",
+        help="with --use-hf: torch.compile each decoder layer with dynamic shapes: fused kernels and fewer "
+        "launches per step; the first steps pay the compile (once for all layers and batch lengths)",
+    )
+    speed.add_argument(
+        "--attention",
+        choices=("sdpa", "varlen"),
+        default="sdpa",
+        help="with --use-hf: varlen = flash attention's variable-length kernel for --packing rows (each example "
+        "attends only to itself, no dense block mask; CUDA, torch's varlen_attn); sdpa = transformers' SDPA "
+        "(default: %(default)s)",
+    )
+    speed.add_argument(
+        "--peft-input-cast",
+        action="store_true",
+        help="with --use-hf on a GPU: keep peft's fp32 copy of every LoRA input; under bf16 autocast it is cast "
+        "back before the matmul, so leaving it out (the default) changes no number and saves two copies per layer",
     )
     speed.add_argument(
         "--token-budget",

@@ -24,7 +24,9 @@ A configuration is a name from --list or a dash-separated spec: backend (`unslot
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
 accumulation, `pf` padding-free / `pad` padded (default: the backend decides), `gc` / `nogc`
 gradient checkpointing (default on), `gl` batches grouped by length (train.py --group-by-length),
-`tc` torch.compile (train.py --compile), `len<N>` fixed-length examples of N tokens (made of
+`tc` torch.compile (train.py --compile), `va` flash varlen attention for padding-free rows
+(train.py --attention varlen), `cast` peft's fp32 copies of LoRA inputs kept (train.py
+--peft-input-cast; without it they are dropped on the transformers loader), `len<N>` fixed-length examples of N tokens (made of
 consecutive alpaca examples) instead of the real lengths, `tb<N>` unsloth token budget per
 forward/backward pass (train.py --token-budget), `lr<X>` learning rate.
 """
@@ -63,6 +65,8 @@ NAMED = {
     "unsloth-bf16-b64": "unsloth-bf16-b64-a1-pf-gc",
     "fast-hf-b32": "hf-bf16-b32-a1-pf-nogc",  # fastest measured (bench/README.md)
     "fast-hf-b32-tc": "hf-bf16-b32-a1-pf-nogc-tc",  # the same, torch.compiled
+    "fast-hf-b32-va": "hf-bf16-b32-a1-pf-nogc-va",  # the same, flash varlen attention
+    "fast-hf-b32-va-tc": "hf-bf16-b32-a1-pf-nogc-va-tc",
     "fast-b32": "unsloth-bf16-b32-a1-pf-nogc",
     "fast-b48": "unsloth-bf16-b48-a1-pf-nogc",
     "fast-b64": "unsloth-bf16-b64-a1-pf-nogc",
@@ -90,6 +94,8 @@ class Config:
     token_budget: int | None = None
     group_by_length: bool = False
     compile: bool = False
+    attention: str = "sdpa"
+    peft_input_cast: bool = False
 
 
 def parse_config(text: str) -> Config:
@@ -106,6 +112,10 @@ def parse_config(text: str) -> Config:
             config.group_by_length = True
         elif token == "tc":
             config.compile = True
+        elif token == "va":
+            config.attention = "varlen"
+        elif token == "cast":
+            config.peft_input_cast = True
         elif token in ("gc", "nogc"):
             config.gradient_checkpointing = token == "gc"
         elif re.fullmatch(r"b\d+", token):
@@ -243,6 +253,8 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         gradient_checkpointing=config.gradient_checkpointing,
         group_by_length=config.group_by_length,
         compile=config.compile,
+        attention=config.attention,
+        peft_input_cast=config.peft_input_cast,
         learning_rate=config.learning_rate,
         token_budget=config.token_budget,
         max_steps=args.warmup_steps + args.steps + args.profile,

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sfteval import attention, modeling, records
 from sfteval import data as data_mod
-from sfteval import modeling, records
 from sfteval.cli import UserError
 
 TRAIN_CONFIG_KIND = "train_config"
@@ -48,6 +48,7 @@ EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 REPORT_TO = ("auto", "wandb", "none")
+ATTENTIONS = ("sdpa", "varlen")
 # Settings that may change between an interrupted run and its --resume.
 RESUME_FREE = {
     "resume",
@@ -63,6 +64,8 @@ RESUME_FREE = {
     "output_dir",
     "token_budget",
     "compile",
+    "attention",
+    "peft_input_cast",
 }
 
 
@@ -99,7 +102,9 @@ class TrainSettings:
     packing: bool | None = None  # None: the backend decides (unsloth: padding-free; hf: padded)
     gradient_checkpointing: bool = True
     group_by_length: bool = False  # batches of similar lengths: little padding, order still seeded
-    compile: bool = False  # transformers loader: torch.compile the model (Trainer's torch_compile)
+    compile: bool = False  # transformers loader: torch.compile each decoder layer (shapes dynamic)
+    attention: str = "sdpa"  # transformers loader: "varlen" = flash varlen kernel for padding-free rows
+    peft_input_cast: bool = False  # keep peft's fp32 copies of LoRA inputs (same numbers under autocast)
     token_budget: int | None = None  # unsloth: split micro-batches above this many tokens (same gradients)
     logging_steps: int = 1
     save_steps: int = 200
@@ -142,6 +147,10 @@ class TrainSettings:
             (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
             (bool(self.target_modules), "--target-modules is empty"),
             (self.token_budget is None or self.token_budget >= 1, "--token-budget must be at least 1"),
+            (
+                self.attention in ATTENTIONS,
+                f"unknown --attention {self.attention}; choose one of {', '.join(ATTENTIONS)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -466,7 +475,6 @@ def build_trainer(
         "fp16": False,
         "gradient_checkpointing": settings.gradient_checkpointing,
         "train_sampling_strategy": "group_by_length" if settings.group_by_length else "random",
-        "torch_compile": settings.compile and loaded.info["loader"] == "hf",
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
@@ -484,8 +492,7 @@ def build_trainer(
             os.environ["UNSLOTH_TOKEN_BUDGET"] = str(settings.token_budget)
         else:
             notes.append("--token-budget needs the unsloth loader; ignored")
-    if settings.compile and loaded.info["loader"] != "hf":
-        notes.append("--compile is for the transformers loader (--use-hf); unsloth compiles its own kernels; ignored")
+    notes.extend(speed_up_hf_model(settings, loaded, autocast=common["bf16"]))
     if use_trl:
         # After `import unsloth` (modeling.pick_loader) these are unsloth's patched classes.
         from trl import SFTConfig, SFTTrainer
@@ -527,6 +534,34 @@ def build_trainer(
     if batch_log:
         install_batch_log(loaded.model, batch_log)
     return BuiltTrainer(trainer, throughput, backend, optim, optim_note, settings.packing, notes)
+
+
+def speed_up_hf_model(settings: TrainSettings, loaded: modeling.LoadedModel, autocast: bool) -> list[str]:
+    """--attention varlen, --compile and dropping peft's input casts on the transformers loader;
+    returns notes on what was ignored."""
+    if loaded.info["loader"] != "hf":
+        flags = (("--compile", settings.compile), ("--attention varlen", settings.attention == "varlen"))
+        asked = [flag for flag, on in flags if on]
+        if not asked:
+            return []
+        return [f"{' and '.join(asked)}: for the transformers loader (--use-hf); unsloth has its own kernels; ignored"]
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if autocast and not settings.peft_input_cast:
+        # peft copies each LoRA input to the adapter's fp32 and autocast copies it back to bf16
+        # for the matmul: the same values, two activation-sized copies per LoRA layer and pass.
+        for module in loaded.model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = False
+    if settings.attention == "varlen":
+        attention.use_varlen(loaded.model)
+    if settings.compile:
+        # Layer by layer: the 32 identical decoder layers compile once, and dynamic shapes keep
+        # padding-free rows of a new length from recompiling every step.
+        inner = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+        for layer in inner.get_decoder().layers:
+            layer.compile(dynamic=True)
+    return []
 
 
 # ---------------------------------------------------------------- the run

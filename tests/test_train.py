@@ -370,24 +370,86 @@ def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_
     assert check["fast_minus_seed_eval_loss"] == fast["eval_loss_final"] - seed["eval_loss_final"]
 
 
-def test_compile_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path):
-    """--compile (transformers' torch_compile, --use-hf): the compiled model takes the same
-    optimizer steps to the same losses as the eager one."""
+def train_three_steps(tiny_llama_dir, shared_data, out_dir, **overrides):
+    """Three logged steps of the transformers loader on the tiny Llama; returns (built, losses)."""
     from sfteval import training
 
+    options = dict(
+        model=str(tiny_llama_dir), dataset=str(shared_data / ALPACA_FILE), precision="fp32", use_hf=True,
+        limit=32, batch_size=4, grad_accum=1, gradient_checkpointing=False, report_to="none", max_steps=3,
+        logging_steps=1,
+    )  # fmt: skip
+    settings = training.TrainSettings(**{**options, **overrides})
+    loaded = training.load_model(settings)
+    rows, _ = data.load_records(settings.dataset, limit=settings.limit)
+    tokenized = data.prepare(loaded.tokenizer, rows, settings.max_length, seed=settings.seed)
+    built = training.build_trainer(settings, loaded, tokenized, str(out_dir), save=False)
+    built.trainer.train()
+    return built, [e["loss"] for e in built.trainer.state.log_history if "loss" in e]
+
+
+def test_compile_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path):
+    """--compile (each decoder layer torch.compiled, dynamic shapes, --use-hf): the same optimizer
+    steps to the same losses as eager, on padding-free rows whose length changes every step."""
     losses = {}
     for compiled in (False, True):
-        settings = training.TrainSettings(
-            model=str(tiny_llama_dir), dataset=str(shared_data / ALPACA_FILE), precision="fp32", use_hf=True,
-            limit=32, batch_size=4, grad_accum=1, gradient_checkpointing=False, compile=compiled,
-            report_to="none", max_steps=3, logging_steps=1,
-        )  # fmt: skip
-        loaded = training.load_model(settings)
-        rows, _ = data.load_records(settings.dataset, limit=settings.limit)
-        tokenized = data.prepare(loaded.tokenizer, rows, settings.max_length, seed=settings.seed)
-        built = training.build_trainer(settings, loaded, tokenized, str(tmp_path / str(compiled)), save=False)
-        built.trainer.train()
-        assert built.trainer.args.torch_compile is compiled
-        assert (type(built.trainer.model_wrapped).__name__ == "OptimizedModule") is compiled
-        losses[compiled] = [e["loss"] for e in built.trainer.state.log_history if "loss" in e]
+        built, losses[compiled] = train_three_steps(
+            tiny_llama_dir, shared_data, tmp_path / str(compiled), compile=compiled, packing=True
+        )
+        layers = built.trainer.model.get_base_model().get_decoder().layers
+        assert all((layer._compiled_call_impl is not None) is compiled for layer in layers)
     assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], abs=1e-3)
+
+
+def test_varlen_attention_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path, monkeypatch):
+    """--attention varlen: padding-free rows reach the attention with their example boundaries
+    (the decoder hook) and train to the same losses as SDPA's dense block mask."""
+    from sfteval import attention
+
+    calls = []
+    original = attention.causal_varlen
+
+    def spy(query, key, value, cu_lengths, longest, scale):
+        calls.append(len(cu_lengths) - 1)
+        return original(query, key, value, cu_lengths, longest, scale)
+
+    monkeypatch.setattr(attention, "causal_varlen", spy)
+    _, sdpa = train_three_steps(tiny_llama_dir, shared_data, tmp_path / "sdpa", packing=True)
+    assert not calls
+    _, varlen = train_three_steps(tiny_llama_dir, shared_data, tmp_path / "varlen", packing=True, attention="varlen")
+    assert calls and set(calls) == {4}  # 4 examples per packed row, in every layer
+    assert len(varlen) == 3 and varlen == pytest.approx(sdpa, abs=1e-4)
+
+
+def test_dropping_peft_input_casts_changes_no_number_under_autocast(tiny_llama_dir):
+    """peft copies each LoRA input to the adapter's fp32 and bf16 autocast copies it back: the
+    logits and gradients are the same without those copies."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from sfteval import training
+
+    settings = training.TrainSettings(model=str(tiny_llama_dir), precision="bf16", use_hf=True, report_to="none")
+    loaded = training.load_model(settings)
+    model = loaded.model
+    batch = loaded.tokenizer(["Give three tips for staying healthy."], return_tensors="pt")
+    for module in model.modules():  # a LoRA that is not a no-op, so its path counts
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.5)
+
+    def logits_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(**batch).logits
+        logits.float().square().mean().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    lora_params = [p for p in model.parameters() if p.requires_grad]
+    assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
+    with_casts = logits_and_grads()
+    assert training.speed_up_hf_model(settings, loaded, autocast=True) == []
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    without = logits_and_grads()
+    assert torch.equal(with_casts[0], without[0])
+    assert all(torch.equal(a, b) for a, b in zip(with_casts[1], without[1]))

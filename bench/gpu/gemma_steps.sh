@@ -18,7 +18,7 @@ STEPS=(
   mmlu_hf_bf16_ft:40 mmlu_hf_4bit_ft:40 gen_hf_bf16_ft:90 gen_hf_4bit_ft:90 gen_hf_4bit_base:90
   parity_hf:120 parity_unsloth:200 parity_hf_8bit:90
   gen_unsloth_bf16_ft:100 gen_unsloth_4bit_ft:100 gen_unsloth_8bit_ft:100 gen_hf_8bit_ft:100 gen_hf_8bit_t0_ft:100
-  gens_8bit_unsloth:150 bench_gen_compile:240 recipe_check:300
+  gens_8bit_unsloth:150 gens_8bit_t6:150 bench_gen_compile:240 recipe_check:300
 )
 
 step_join() {
@@ -65,6 +65,17 @@ step_gens_8bit_unsloth() {
   local pids=() name rc=0
   for name in unsloth_bf16_ft unsloth_4bit_ft unsloth_8bit_ft hf_8bit_ft hf_8bit_t0_ft; do
     # A compile cache per process: unsloth writes its generated modules there while importing.
+    UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_cache_$name step_gen_$name >> $X/logs/gen_$name.log 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait $pid || rc=$?; done
+  return $rc
+}
+
+# The two 8-bit runs at llm_int8_threshold 6.0 (the others of step_gens_8bit_unsloth finished on 2026-11-27).
+step_gens_8bit_t6() {
+  local pids=() name rc=0
+  for name in unsloth_8bit_ft hf_8bit_ft; do
     UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_cache_$name step_gen_$name >> $X/logs/gen_$name.log 2>&1 &
     pids+=($!)
   done
