@@ -36,17 +36,37 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def speed_key(result: dict) -> tuple[bool, bool]:
+    """Runs are compared with the hf bf16 dynamic-cache run of the same prompts and decode attention."""
+    return bool(result.get("ragged_prompts")), bool(result.get("gqa_decode"))
+
+
+def describe_speed_run(result: dict) -> str:
+    ragged, gqa = speed_key(result)
+    cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
+    return f"{'left-padded' if ragged else 'equal'} prompts, {'GQA decode' if gqa else 'SDPA'}, {cache} KV cache"
+
+
 def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
     rows = []
-    bf16 = [r["tokens_per_second"] for _, d in files for r in d["results"] if r.get("run") == "hf-bf16"]
+    reference = {
+        speed_key(r): r["tokens_per_second"]
+        for _, d in files
+        for r in d["results"]
+        if "tokens_per_second" in r
+        and (r["loader"], r["precision"], r.get("cache", "dynamic")) == ("hf", "bf16", "dynamic")
+    }
     for path, doc in files:
         for r in doc["results"]:
             if "tokens_per_second" not in r:
                 continue
-            ratio = f"{bf16[0] / r['tokens_per_second']:.2f}x" if bf16 else "-"
+            ragged, gqa = speed_key(r)
+            base = reference.get((ragged, gqa))
+            ratio = f"{base / r['tokens_per_second']:.2f}x" if base else "-"
             cache = CACHE_LABELS.get(r.get("cache", "dynamic"), r.get("cache"))
             rows.append(
                 f"| {r['loader']} | {r['precision']} | {r.get('llm_int8_threshold', '-') if r['precision'] == '8bit' else '-'} "
+                f"| {'left-padded' if ragged else 'equal'} | {'GQA decode' if gqa else 'SDPA'} "
                 f"| {cache} | {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
                 f"| {r['ifeval_minutes']:.1f} | {ratio} | {r['peak_gpu_gb']:.1f} | {r['load_s']:.1f} | `{path.as_posix()}` |"
             )
@@ -65,7 +85,8 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
     fastest = max(results, key=lambda r: r["tokens_per_second"])
     smallest = min(results, key=lambda r: r["peak_gpu_gb"])
     return [
-        f"Fastest measured: {fastest['loader']} {fastest['precision']} ({fastest['tokens_per_second']:,.0f} tokens/s, "
+        f"Fastest measured: {fastest['loader']} {fastest['precision']}, {describe_speed_run(fastest)} "
+        f"({fastest['tokens_per_second']:,.0f} tokens/s, "
         f"{fastest['ifeval_minutes']:.1f} min for the worst-case IFEval run). Least memory: {smallest['loader']} "
         f"{smallest['precision']} ({smallest['peak_gpu_gb']:.1f} GB peak, KV cache included).",
         *missing_combinations({(r["loader"], r["precision"]) for r in results}),
@@ -178,9 +199,14 @@ def main(argv=None) -> int:
         "",
         "Random-init weights of the exact 8B shape, 80-token prompts, every answer forced to 1,280 new tokens,",
         "541 prompts in the batches `eval_generate.py --batch-size 256` makes. See bench/README.md for the method.",
+        "Prompts: `equal` = all 80 tokens (no padding mask reaches the attention), `left-padded` = lengths spread",
+        "over 40-120 tokens as in real IFEval batches. Decode attention: transformers' SDPA, or",
+        "`eval_generate.py --gqa-decode`. Time vs hf bf16: against the hf bf16 dynamic-cache row with the",
+        "same prompts and decode attention.",
         "",
-        "| loader | precision | int8 threshold | KV cache | rows x batches | tokens/s | ms/step | IFEval min | time vs hf bf16 | peak GB | load s | file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| loader | precision | int8 threshold | prompts | decode attention | KV cache | rows x batches | tokens/s | ms/step "
+        "| IFEval min | time vs hf bf16 | peak GB | load s | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *speed_rows(speed),
         "",
         *reading(speed),

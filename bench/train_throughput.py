@@ -18,7 +18,7 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
   python bench/train_throughput.py --list            # the named configurations
   # Loss per token seen: the seed recipe vs a fast one, one pass over the same data, real model
   python bench/train_throughput.py --data alpaca.json --recipe-check --model path/to/gemma-3-270m \\
-      --seed-recipe "--use-hf" --fast-recipe "--use-hf --packing --batch-size 32 --grad-accum 1 --lr 4e-4"
+      --seed-recipe=--use-hf --fast-recipe="--use-hf --packing --batch-size 32 --grad-accum 1 --lr 4e-4"
 
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
@@ -162,13 +162,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe-check", action="store_true", help="compare held-out loss: seed vs --fast-recipe")
     parser.add_argument(
         "--fast-recipe",
-        default="--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --lr 4e-4",
+        default="--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4",
         help="train.py flags of the fast recipe for --recipe-check (default: %(default)s)",
     )
     parser.add_argument(
         "--seed-recipe",
         default="",
-        help="extra train.py flags for the seed recipe in --recipe-check, e.g. --use-hf (default: none)",
+        help="extra train.py flags for the seed recipe in --recipe-check, e.g. --seed-recipe=--use-hf (a value "
+        "that starts with -- needs the =) (default: none)",
     )
     parser.add_argument("--recipe-precision", default="bf16", help="--recipe-check precision (default: %(default)s)")
     parser.add_argument("--val-size", type=cli.positive_int, default=200, help="--recipe-check held-out examples")

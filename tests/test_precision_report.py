@@ -70,3 +70,16 @@ def test_hand_written_advice_comes_first_and_is_named(tmp_path):
     assert f"written by hand in `{advice.as_posix()}`" in text
     done, _ = report(tmp_path, INPUTS[0], "--advice", tmp_path / "missing.md")
     assert done.returncode == 2 and "missing.md" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_speed_ratios_compare_runs_with_the_same_prompts_and_attention(tmp_path):
+    """Left-padded GQA-decode runs are compared with the hf bf16 run of that kind, not the first one."""
+    ragged = RUNS / "h100_2026-11-27_s4" / "bench_generate_ragged.json"
+    quant = RUNS / "h100_2026-11-27_s4" / "bench_generate_ragged_quant.json"
+    done, out = report(tmp_path, INPUTS[0], ragged, quant)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[-2].strip(): line for line in out.read_text().splitlines() if "| 4bit |" in line}
+    results = {r["run"]: r for f in (ragged, quant) for r in json.loads(f.read_text())["results"]}
+    expected = results["hf-bf16-gqa"]["tokens_per_second"] / results["hf-4bit-gqa"]["tokens_per_second"]
+    line = rows[f"`{quant.relative_to(ROOT).as_posix()}`"]
+    assert "| left-padded | GQA decode |" in line and f"| {expected:.2f}x |" in line
