@@ -138,3 +138,18 @@ def test_cuda_varlen_kernel_matches_the_dense_packed_mask():
         results.append([out.detach().float()] + [leaf.grad.float() for leaf in leaves])
     for reference, got in zip(*results):  # output, then the query, key and value gradients
         assert (got - reference).abs().max() <= 2e-2 * reference.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch's varlen_attn is a CUDA (flash attention) kernel")
+def test_cuda_varlen_compiled_with_dynamic_shapes_follows_each_packing():
+    """train.py --compile compiles each layer with dynamic shapes: a packed row with a new length
+    and a longer longest example must not reuse what the first call compiled for."""
+    torch.manual_seed(0)
+    compiled = torch.compile(attention.varlen_sdpa, dynamic=True)
+    for sizes in ([40, 7, 90], [300, 12], [5, 5, 5, 500]):
+        tokens = sum(sizes)
+        q, k, v = (torch.randn(1, h, tokens, 64, device="cuda", dtype=torch.bfloat16) for h in (8, 2, 2))
+        lengths = attention.packed_lengths(torch.cat([torch.arange(n) for n in sizes])[None].cuda())
+        eager, _ = attention.varlen_sdpa(module(4), q, k, v, None, scaling=0.125, **lengths)
+        got, _ = compiled(module(4), q, k, v, None, scaling=0.125, **lengths)
+        assert (got.float() - eager.float()).abs().max() <= 1e-2 * eager.float().abs().max()
