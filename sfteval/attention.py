@@ -15,7 +15,7 @@ transformers' own SDPA path unchanged.
 `VARLEN`, for padding-free training: a packed row of several examples goes through flash
 attention's variable-length kernel, one causal block per example, instead of SDPA with a dense
 (row x row) block mask that computes every cross-example score only to mask it out. The example
-boundaries come from the position ids once per forward pass (`add_packed_lengths`).
+boundaries come from the position ids once per forward pass (a hook `use_varlen` adds).
 """
 
 from __future__ import annotations
