@@ -510,6 +510,13 @@ def plan(config: RunConfig) -> Job:
             "warning: transformers does not compile bitsandbytes models; --compile will have no effect",
             file=sys.stderr,
         )
+    elif config.compile and loader == "hf" and not config.gqa_decode:
+        # 8B shape, H100 (bench/README.md): compiled without it was slower than eager; with it, 3.6x faster.
+        print(
+            "note: a static cache always carries a mask, so without --gqa-decode every compiled step copies "
+            "the KV cache per query head; add --gqa-decode for the fast path",
+            file=sys.stderr,
+        )
     settings = early_settings(config, model_name, loader, prompt_info, len(selected))
     paths, resuming = choose_paths(config, settings, model_name)
     partial = None
