@@ -448,8 +448,9 @@ def recipe_check(args: argparse.Namespace) -> dict:
         print(f"== recipe {name}: {shlex.join(command[2:])}", file=sys.stderr, flush=True)
         proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
         if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            report[name] = {"error": proc.stderr[-2000:]}
+            # A negative code is the signal that ended it: -9 is usually the out-of-memory killer.
+            print(proc.stderr[-3000:], f"\n{name}: exit code {proc.returncode}", file=sys.stderr)
+            report[name] = {"error": proc.stderr[-2000:], "returncode": proc.returncode}
             continue
         config = json.loads((out / "train_config.json").read_text())
         res, hyper = config["results"], config["hyperparameters"]
