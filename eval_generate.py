@@ -4,7 +4,7 @@ python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --precision 4bit
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision bf16 --batch-size 128
 python eval_generate.py --lora lora_model_4bit --precision 4bit            # base model and template from the adapter
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --no-chat-template --use-hf --precision 8bit
-python eval_generate.py --model M --precision bf16 --static-cache --compile --batch-size 256   # CUDA graphs (measured slower)
+python eval_generate.py --model M --use-hf --precision bf16 --static-cache --compile --gqa-decode --batch-size 256  # fastest
 python eval_generate.py --model M --use-hf --precision bf16 --gqa-decode      # KV cache read once per key/value head
 python eval_generate.py --model M --prompts ../shared/data/ifeval/input_data.jsonl --limit 20 --max-new-tokens 64
 python eval_generate.py --model M --precision 4bit --resume                # complete the newest matching run

@@ -9,7 +9,7 @@ the base model and the prompt template from it.
   python train.py                                   # the seed recipe, 4-bit QLoRA with unsloth
   python train.py --precision bf16 --max-steps 60 --report-to none
   python train.py --precision bf16 --use-hf --packing --batch-size 32 --grad-accum 1 \\
-      --no-gradient-checkpointing --lr 4e-4         # fastest measured on an H100 (80 GB; bench/README.md)
+      --no-gradient-checkpointing --attention varlen --lr 4e-4   # the fast recipe, H100 (bench/README.md)
   python train.py --dataset my_alpaca.jsonl --val-size 0.02 --output-dir lora_mine
   python train.py --resume                          # continue an interrupted run, same flags
   python train.py --estimate-memory --precision 4bit --rank 16 --batch-size 8

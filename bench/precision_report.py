@@ -41,10 +41,11 @@ def speed_key(result: dict) -> tuple[bool, bool]:
     return bool(result.get("ragged_prompts")), bool(result.get("gqa_decode"))
 
 
-def describe_speed_run(result: dict) -> str:
+def speed_labels(result: dict) -> tuple[str, str, str]:
+    """How a speed run was made: its prompts, decode attention and KV cache, as the table says them."""
     ragged, gqa = speed_key(result)
     cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
-    return f"{'left-padded' if ragged else 'equal'} prompts, {'GQA decode' if gqa else 'SDPA'}, {cache} KV cache"
+    return "left-padded" if ragged else "equal", "GQA decode" if gqa else "SDPA", cache
 
 
 def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
@@ -60,13 +61,12 @@ def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
         for r in doc["results"]:
             if "tokens_per_second" not in r:
                 continue
-            ragged, gqa = speed_key(r)
-            base = reference.get((ragged, gqa))
+            base = reference.get(speed_key(r))
             ratio = f"{base / r['tokens_per_second']:.2f}x" if base else "-"
-            cache = CACHE_LABELS.get(r.get("cache", "dynamic"), r.get("cache"))
+            prompts, decode, cache = speed_labels(r)
             rows.append(
                 f"| {r['loader']} | {r['precision']} | {r.get('llm_int8_threshold', '-') if r['precision'] == '8bit' else '-'} "
-                f"| {'left-padded' if ragged else 'equal'} | {'GQA decode' if gqa else 'SDPA'} "
+                f"| {prompts} | {decode} "
                 f"| {cache} | {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
                 f"| {r['ifeval_minutes']:.1f} | {ratio} | {r['peak_gpu_gb']:.1f} | {r['load_s']:.1f} | `{path.as_posix()}` |"
             )
@@ -84,8 +84,9 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
         return ["No speed measurements were given."]
     fastest = max(results, key=lambda r: r["tokens_per_second"])
     smallest = min(results, key=lambda r: r["peak_gpu_gb"])
+    prompts, decode, cache = speed_labels(fastest)
     return [
-        f"Fastest measured: {fastest['loader']} {fastest['precision']}, {describe_speed_run(fastest)} "
+        f"Fastest measured: {fastest['loader']} {fastest['precision']}, {prompts} prompts, {decode}, {cache} KV cache "
         f"({fastest['tokens_per_second']:,.0f} tokens/s, "
         f"{fastest['ifeval_minutes']:.1f} min for the worst-case IFEval run). Least memory: {smallest['loader']} "
         f"{smallest['precision']} ({smallest['peak_gpu_gb']:.1f} GB peak, KV cache included).",

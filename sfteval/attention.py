@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sfteval import modeling
+
 GQA_DECODE = "sdpa_gqa_decode"
 VARLEN = "sdpa_varlen"
 
@@ -161,7 +163,7 @@ def register() -> None:
 def use_gqa_decode(model: Any) -> str:
     """Switch a loaded transformers model (or a PEFT model around one) to GQA_DECODE."""
     register()
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = modeling.unwrap_peft(model)
     inner.set_attn_implementation(GQA_DECODE)
     return inner.config._attn_implementation
 
@@ -173,7 +175,7 @@ def use_varlen(model: Any) -> str:
     position ids and no padding mask; other batches take the SDPA path.
     """
     register()
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = modeling.unwrap_peft(model)
     inner.set_attn_implementation(VARLEN)
     if inner.device.type == "cuda":
         inspect_varlen_attn()

@@ -381,8 +381,9 @@ def peak_gpu_gb() -> float | None:
 
 def was_compiled(model: Any) -> bool:
     """Whether transformers compiled the decode step (it silently does not for bitsandbytes models)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(inner, "_compiled_call", None) is not None
+    from sfteval import modeling
+
+    return getattr(modeling.unwrap_peft(model), "_compiled_call", None) is not None
 
 
 def ensure_left_padding(tokenizer: Any) -> bool:

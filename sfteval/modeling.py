@@ -272,6 +272,11 @@ def log_once(logger_name: str, message_start: str) -> None:
         logger.addFilter(Once())
 
 
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper, or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

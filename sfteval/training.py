@@ -558,8 +558,7 @@ def speed_up_hf_model(settings: TrainSettings, loaded: modeling.LoadedModel, aut
     if settings.compile:
         # Layer by layer: the 32 identical decoder layers compile once, and dynamic shapes keep
         # padding-free rows of a new length from recompiling every step.
-        inner = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
-        for layer in inner.get_decoder().layers:
+        for layer in modeling.unwrap_peft(loaded.model).get_decoder().layers:
             layer.compile(dynamic=True)
     return []
 
