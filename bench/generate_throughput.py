@@ -369,6 +369,8 @@ def worker(run: dict, args: argparse.Namespace) -> None:
         from sfteval import attention
 
         attention.use_gqa_decode(loaded.model)
+    if run["cache"] == "compile" and run["loader"] == "hf" and run["precision"] in ("8bit", "4bit"):
+        base["bitsandbytes_compile_allowed"] = modeling.allow_bitsandbytes_compile(loaded.model)
     base["load_s"] = round(time.perf_counter() - started, 1)
     base["weights_gb"] = round(loaded.model.get_memory_footprint() / 1e9, 2)
     base["attn_implementation"] = getattr(loaded.model.config, "_attn_implementation", None)

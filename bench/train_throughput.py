@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,7 +260,7 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         learning_rate=config.learning_rate,
         token_budget=config.token_budget,
         max_steps=args.warmup_steps + args.steps + args.profile,
-        logging_steps=args.warmup_steps + args.steps,
+        logging_steps=1,  # one loss per step: step 1 is the untrained model's forward pass
         report_to="none",
     )
     loaded = training.load_model(settings)  # imports unsloth first when it is the loader
@@ -283,6 +284,7 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         built.trainer.train()
         wall = time.perf_counter() - started
+    losses = [e["loss"] for e in built.trainer.state.log_history if "loss" in e][: args.warmup_steps + args.steps]
     window = built.throughput.window(first_step=args.warmup_steps, last_step=timed_end)
     if window is None:
         raise cli.UserError("too few steps were timed; raise --steps")
@@ -303,7 +305,8 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         "weights_gb": round(weights_gb, 2),
         "trainable_parameters": loaded.info["trainable_parameters"],
         "train_wall_seconds": round(wall, 1),
-        "final_loss": next((e["loss"] for e in reversed(built.trainer.state.log_history) if "loss" in e), None),
+        "final_loss": statistics.fmean(losses) if losses else None,  # mean over the warm-up and timed steps
+        "losses": losses,
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu",
         "profile": profiler.summary() if profiler else None,
     }

@@ -380,7 +380,7 @@ def peak_gpu_gb() -> float | None:
 
 
 def was_compiled(model: Any) -> bool:
-    """Whether transformers compiled the decode step (it silently does not for bitsandbytes models)."""
+    """Whether transformers compiled the decode step (it silently skips models it deems not compileable)."""
     from sfteval import modeling
 
     return getattr(modeling.unwrap_peft(model), "_compiled_call", None) is not None
@@ -506,12 +506,7 @@ def plan(config: RunConfig) -> Job:
         raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
     if config.gqa_decode and loader != "hf":
         raise UserError("--gqa-decode changes transformers' attention; add --use-hf")
-    if config.compile and loader == "hf" and config.precision in ("8bit", "4bit"):
-        print(
-            "warning: transformers does not compile bitsandbytes models; --compile will have no effect",
-            file=sys.stderr,
-        )
-    elif config.compile and loader == "hf" and not config.gqa_decode:
+    if config.compile and loader == "hf" and not config.gqa_decode:
         # 8B shape, H100 (bench/README.md): compiled without it was slower than eager; with it, 3.6x faster.
         print(
             "note: a static cache always carries a mask, so without --gqa-decode every compiled step copies "
@@ -551,6 +546,9 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         from sfteval import attention
 
         attention.use_gqa_decode(model)
+    quantized_hf = loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit")
+    if config.compile and quantized_hf and not modeling.allow_bitsandbytes_compile(model):
+        log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
     adapter_template = (job.train_config or {}).get("template")
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     if adapter_template and template != adapter_template:

@@ -277,6 +277,35 @@ def unwrap_peft(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+# bitsandbytes registers its 4-bit and int8 kernels as torch custom ops from this release on,
+# so torch.compile can trace a quantized model's decode step.
+BNB_COMPILE_MIN = (0, 46)
+
+
+def allow_bitsandbytes_compile(model: Any) -> bool:
+    """Let transformers' generate compile the decode step of a bitsandbytes model.
+
+    transformers 5.17 reports every bitsandbytes quantizer as not compileable and then silently
+    generates eagerly (huggingface/transformers#38886, still open). This lifts that one check,
+    and only where the installed bitsandbytes can be compiled. Returns whether it did.
+    """
+    import importlib.metadata
+
+    quantizer = getattr(unwrap_peft(model), "hf_quantizer", None)
+    config = getattr(quantizer, "quantization_config", None)
+    if quantizer is None or quantizer.is_compileable or getattr(config, "quant_method", None) != "bitsandbytes":
+        return False
+    try:
+        version = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < BNB_COMPILE_MIN:
+        return False
+    blocked = type(quantizer)
+    quantizer.__class__ = type(blocked.__name__, (blocked,), {"is_compileable": property(lambda self: True)})
+    return True
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -118,3 +118,31 @@ def test_log_once_lets_a_repeated_message_through_once(caplog):
         "something else",
     ]
     assert len(logger.filters) == 1
+
+
+@pytest.mark.parametrize(
+    "quantizer_name", ["quantizer_bnb_4bit.Bnb4BitHfQuantizer", "quantizer_bnb_8bit.Bnb8BitHfQuantizer"]
+)
+def test_bitsandbytes_compile_lifts_transformers_block_only_for_that_model(monkeypatch, quantizer_name):
+    """transformers 5.17 never compiles a bitsandbytes model's decode step; eval_generate --compile lifts that."""
+    import importlib
+    import importlib.metadata
+    import types
+
+    from transformers import BitsAndBytesConfig
+
+    module_name, class_name = quantizer_name.split(".")
+    quantizer_class = getattr(importlib.import_module(f"transformers.quantizers.{module_name}"), class_name)
+    config = BitsAndBytesConfig(load_in_4bit=True) if "4bit" in module_name else BitsAndBytesConfig(load_in_8bit=True)
+    lifted, untouched = quantizer_class(config), quantizer_class(config)
+    assert not lifted.is_compileable  # if transformers starts compiling bnb models, this helper can go
+    model = types.SimpleNamespace(hf_quantizer=lifted)
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.5")
+    assert modeling.allow_bitsandbytes_compile(model) is False and not lifted.is_compileable
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.50.2")
+    assert modeling.allow_bitsandbytes_compile(model) is True
+    assert lifted.is_compileable and isinstance(lifted, quantizer_class) and lifted.quantization_config is config
+    assert not untouched.is_compileable
+    assert modeling.allow_bitsandbytes_compile(model) is False  # already compileable: nothing to lift
+    assert modeling.allow_bitsandbytes_compile(types.SimpleNamespace()) is False  # not quantized

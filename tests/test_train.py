@@ -347,6 +347,7 @@ def test_train_bench_runs_a_grouped_config_and_profiles_it_on_cpu(tiny_llama_dir
     assert result.returncode == 0, result.stderr[-2000:]
     (row,) = json.loads(out.read_text())["results"]
     assert row["group_by_length"] is True and row["timed_steps"] == 2 and row["tokens_per_second"] > 0
+    assert len(row["losses"]) == 3 and row["final_loss"] == pytest.approx(sum(row["losses"]) / 3)
     profile = row["profile"]
     assert profile["steps"] == 1 and profile["wall_seconds"] > 0 and profile["top_ops_and_kernels"]
     assert any("mm" in k["name"] or "linear" in k["name"] for k in profile["top_ops_and_kernels"])

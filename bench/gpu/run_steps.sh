@@ -1,12 +1,15 @@
-# Run the steps of bench/gpu/gemma_steps.sh in order within one device call, skipping those done in
-# an earlier call on the same warm machine, and stopping before a step that no longer fits:
+# Run the steps of bench/gpu/gemma_steps.sh (or of STEPS_FILE, e.g. bench/gpu/smol_steps.sh) in
+# order within one device call, skipping those done in an earlier call on the same warm machine,
+# and stopping before a step that no longer fits:
 #   bash bench/gpu/run_steps.sh [SECONDS] [STEP ...]      (default 550 s, every step)
 # A step cut by the deadline is started again by the next call; the generation and training steps
-# resume from their side files and checkpoints. After every step /tmp/gx (results, logs, adapter;
-# no checkpoints) is packed into $OUT/gx.tgz, so the newest call's archive holds everything.
+# resume from their side files and checkpoints. After every step the steps file's folder $X
+# (/tmp/gx: results, logs, adapter; no checkpoints) is packed into $OUT/gx.tgz, so the newest
+# call's archive holds everything.
 source bench/gpu/env.sh
 BUDGET=${1:-550}; shift 2>/dev/null
-source bench/gpu/gemma_steps.sh
+STEPS_FILE=${STEPS_FILE:-bench/gpu/gemma_steps.sh}
+source $STEPS_FILE
 [ $# -gt 0 ] && STEPS=("$@")
 mkdir -p $X/logs $X/eval_responses $X/eval_results; touch $X/done $X/failed
 for entry in "${STEPS[@]}"; do
@@ -15,12 +18,13 @@ for entry in "${STEPS[@]}"; do
   left=$((BUDGET - SECONDS))
   if [ $left -lt $need ]; then echo "== stop before $name: needs ~${need} s, ${left} s left"; break; fi
   echo "== $name (${left} s left)"; start=$SECONDS
-  timeout --kill-after=15 $left bash -c "source bench/gpu/gemma_steps.sh; step_$name" >> $X/logs/$name.log 2>&1
+  # STEP_LEFT: for a step that starts processes of its own, each with its own timeout
+  STEP_LEFT=$((left - 20)) timeout --kill-after=15 $left bash -c "source $STEPS_FILE; step_$name" >> $X/logs/$name.log 2>&1
   rc=$?; echo "   rc=$rc after $((SECONDS - start)) s"
   grep -v -e "it/s]" -e "Loading weights" $X/logs/$name.log | tail -4 | cut -c1-300
   if [ $rc -eq 0 ]; then echo $name >> $X/done; echo "$name $((SECONDS - start))" >> $X/seconds
   elif [ $rc -ne 124 ] && [ $rc -ne 137 ]; then echo $name >> $X/failed; fi
-  tar czf $OUT/gx.tgz --exclude='checkpoint-*' -C /tmp gx
+  tar czf $OUT/$(basename $X).tgz --exclude='checkpoint-*' -C /tmp $(basename $X)
 done
 echo "done: $(tr '\n' ' ' < $X/done)"; echo "failed: $(tr '\n' ' ' < $X/failed)"
-tar czf $OUT/gx.tgz --exclude='checkpoint-*' -C /tmp gx
+tar czf $OUT/$(basename $X).tgz --exclude='checkpoint-*' -C /tmp $(basename $X)
