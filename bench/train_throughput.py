@@ -78,7 +78,7 @@ NAMED = {
 }
 DEFAULT_CONFIGS = "baseline,seed,unsloth-bf16-b8,fast-b32"
 EPOCH_TOKENS = 9.3e6  # alpaca-cleaned, Llama 3 tokenizer, prompt + answer + EOS
-SEED_LR, SEED_BATCH = 2e-4, 8
+FAST_RECIPE = "--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4"
 
 
 @dataclass
@@ -163,8 +163,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe-check", action="store_true", help="compare held-out loss: seed vs --fast-recipe")
     parser.add_argument(
         "--fast-recipe",
-        default="--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4",
-        help="train.py flags of the fast recipe for --recipe-check (default: %(default)s)",
+        action="append",
+        help=f"train.py flags of a fast recipe for --recipe-check; repeat to compare several (default: {FAST_RECIPE})",
     )
     parser.add_argument(
         "--seed-recipe",
@@ -442,7 +442,9 @@ def recipe_check(args: argparse.Namespace) -> dict:
         "--val-size", str(args.val_size), "--precision", args.recipe_precision, "--report-to", "none",
         "--eval-on-start", "--logging-steps", "10", "--save-steps", "100000",
     ]  # fmt: skip
-    recipes = {"seed": shlex.split(args.seed_recipe), "fast": shlex.split(args.fast_recipe)}
+    fast = args.fast_recipe or [FAST_RECIPE]
+    recipes = {"seed": shlex.split(args.seed_recipe)}
+    recipes.update({"fast" if i == 0 else f"fast_{i + 1}": shlex.split(flags) for i, flags in enumerate(fast)})
     out_root = Path(tempfile.mkdtemp(prefix="recipe_check_"))
     report = {}
     for name, flags in recipes.items():
@@ -474,8 +476,9 @@ def recipe_check(args: argparse.Namespace) -> dict:
             ],
         }
         print(f"{name}: {json.dumps(report[name])}", file=sys.stderr, flush=True)
-    if all("eval_loss_final" in r for r in report.values()):
-        report["fast_minus_seed_eval_loss"] = report["fast"]["eval_loss_final"] - report["seed"]["eval_loss_final"]
+    for name in recipes:
+        if name != "seed" and "eval_loss_final" in report[name] and "eval_loss_final" in report["seed"]:
+            report[f"{name}_minus_seed_eval_loss"] = report[name]["eval_loss_final"] - report["seed"]["eval_loss_final"]
     return report
 
 

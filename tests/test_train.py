@@ -360,6 +360,7 @@ def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_
         "--data", str(shared_data / ALPACA_FILE), "--examples", "48", "--val-size", "8", "--recipe-precision", "fp32",
         "--seed-recipe", "--use-hf --no-gradient-checkpointing --max-steps 3",
         "--fast-recipe", "--use-hf --packing --batch-size 8 --grad-accum 1 --no-gradient-checkpointing --lr 4e-4 --max-steps 2",
+        "--fast-recipe", "--use-hf --packing --batch-size 8 --grad-accum 1 --no-gradient-checkpointing --lr 8e-4 --max-steps 1",
         "--out", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -369,6 +370,9 @@ def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_
     assert fast["learning_rate"] == 4e-4 and seed["learning_rate"] == 2e-4
     assert seed["eval_loss_initial"] > 0 and fast["eval_loss_final"] > 0
     assert check["fast_minus_seed_eval_loss"] == fast["eval_loss_final"] - seed["eval_loss_final"]
+    second = check["fast_2"]
+    assert (second["steps"], second["learning_rate"]) == (1, 8e-4)
+    assert check["fast_2_minus_seed_eval_loss"] == second["eval_loss_final"] - seed["eval_loss_final"]
 
 
 def train_three_steps(tiny_llama_dir, shared_data, out_dir, **overrides):

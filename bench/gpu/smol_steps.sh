@@ -5,9 +5,10 @@
 # step resumes in the next call. The GGUF travels as .smol/pN pieces (tools/carry_pieces.py).
 X=/tmp/sx
 P=$DATA/ifeval/input_data.jsonl
+A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
 GGUF=/tmp/smollm2-135m-instruct.gguf
 M=$(cat $X/model_dir 2>/dev/null)
-STEPS=(join:30 all:200)
+STEPS=(join:30 first:200 second:200)
 
 step_join() {
   mkdir -p /tmp/smol_pieces && cp -r .smol/p* /tmp/smol_pieces/ 2>/dev/null
@@ -17,42 +18,59 @@ step_join() {
   test -f "$(cat $X/model_dir)/config.json"
 }
 
-# gen NAME FLAGS...: all 541 IFEval prompts in one batch, 1280 new tokens at most
+# gen NAME FLAGS...: all 541 IFEval prompts in 3 batches of 181, 1280 new tokens at most
 gen() {
   local out=$X/eval_responses/$1.json; shift
   [ -f $out ] && return 0
   local resume=; [ -f $X/eval_responses/$(basename $out .json).partial.jsonl ] && resume="--resume auto"
-  python3 eval_generate.py --model $M --prompts $P --no-progress --batch-size 541 --output $out $resume "$@"
+  python3 eval_generate.py --model $M --prompts $P --no-progress --batch-size 181 --output $out $resume "$@"
 }
 parity() {  # parity OUTPUT_NAME FLAGS...
   local out=$X/eval_results/$1.json; shift
   [ -f $out ] || python3 bench/loader_parity.py --model $M --prompts $P --max-new-tokens 96 --output $out "$@"
 }
 
-# A 135M model leaves the H100 mostly idle, so every run goes at once, each in its own process
-# (importing unsloth patches transformers process-wide) with its own time limit. Speed is not
-# measured here (bench/generate_throughput.py does that on the 8B shape); fidelity is.
-step_all() {
+FAST="--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4"
+recipe() {  # held-out loss after one pass over 1,900 records: seed vs fast (eager, compiled, lr 8e-4)
+  local out=$X/eval_results/recipe_check_smollm2.json
+  [ -f $out ] || python3 bench/train_throughput.py --data $A --recipe-check --model $M --examples 2000 --val-size 100 \
+    --seed-recipe=--use-hf --fast-recipe="$FAST" --fast-recipe="$FAST --compile" \
+    --fast-recipe="${FAST/--lr 4e-4/--lr 8e-4}" --timeout 250 --out $out
+}
+
+# What each process of a step runs. HF runs decode with --gqa-decode (the same attention without
+# copying the KV cache per query head: with SDPA's padding mask a batch of 541 SmolLM2 rows did
+# not finish in 8 minutes on 2026-11-27); unsloth runs use unsloth's own inference path.
+declare -A RUNS=(
+  [gen_hf_bf16]="gen smollm2_hf_bf16 --use-hf --precision bf16 --gqa-decode"
+  [gen_hf_4bit]="gen smollm2_hf_4bit --use-hf --precision 4bit --gqa-decode"
+  [gen_hf_8bit]="gen smollm2_hf_8bit --use-hf --precision 8bit --gqa-decode"
+  [gen_hf_8bit_t0]="gen smollm2_hf_8bit_t0 --use-hf --precision 8bit --llm-int8-threshold 0 --gqa-decode"
+  [gen_unsloth_bf16]="gen smollm2_unsloth_bf16 --precision bf16"
+  [gen_unsloth_4bit]="gen smollm2_unsloth_4bit --precision 4bit"
+  [gen_unsloth_8bit]="gen smollm2_unsloth_8bit --precision 8bit"
+  [parity_six]="parity parity_smollm2_six --limit 16 --batch-size 16 --runs hf:bf16 hf:4bit hf:8bit unsloth:bf16 unsloth:4bit"
+  [parity_8bit]="parity parity_smollm2_8bit --limit 8 --max-new-tokens 48 --batch-size 8 --runs hf:bf16 hf:8bit unsloth:8bit"
+  [recipe]="recipe"
+)
+
+# together NAME...: the RUNS named, at once, each in its own process (importing unsloth patches
+# transformers process-wide) with its own time limit. A 135M model leaves the H100 mostly idle;
+# speed is not measured here (bench/generate_throughput.py does that on the 8B shape), fidelity is.
+# Nine at once on 2026-11-27 ran out of GPU memory, hence a few per step.
+together() {
   local pids=() rc=0 name
-  declare -A runs=(
-    [gen_hf_bf16]="gen smollm2_hf_bf16 --use-hf --precision bf16"
-    [gen_hf_4bit]="gen smollm2_hf_4bit --use-hf --precision 4bit"
-    [gen_hf_8bit]="gen smollm2_hf_8bit --use-hf --precision 8bit"
-    [gen_hf_8bit_t0]="gen smollm2_hf_8bit_t0 --use-hf --precision 8bit --llm-int8-threshold 0"
-    [gen_unsloth_bf16]="gen smollm2_unsloth_bf16 --precision bf16"
-    [gen_unsloth_4bit]="gen smollm2_unsloth_4bit --precision 4bit"
-    [gen_unsloth_8bit]="gen smollm2_unsloth_8bit --precision 8bit"
-    [parity_six]="parity parity_smollm2_six --limit 16 --batch-size 16 --runs hf:bf16 hf:4bit hf:8bit unsloth:bf16 unsloth:4bit"
-    [parity_unsloth_8bit]="parity parity_smollm2_unsloth_8bit --limit 8 --max-new-tokens 48 --batch-size 8 --runs hf:bf16 unsloth:8bit"
-  )
-  for name in "${!runs[@]}"; do
+  for name in "$@"; do
     (
       UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_cache_$name timeout ${STEP_LEFT:-500} bash -c \
-        "source bench/gpu/smol_steps.sh; ${runs[$name]}" > $X/logs/$name.log 2>&1
-      code=$?; echo "$name rc=$code after $SECONDS s" | tee -a $X/logs/all_rc.log; exit $code
+        "source bench/gpu/smol_steps.sh; ${RUNS[$name]}" >> $X/logs/$name.log 2>&1
+      code=$?; echo "$name rc=$code after $SECONDS s" | tee -a $X/logs/rc.log; exit $code
     ) &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait $pid || rc=$?; done
   return $rc
 }
+step_first() { together parity_8bit recipe gen_hf_bf16 gen_unsloth_bf16; }
+step_second() { together gen_hf_4bit gen_unsloth_4bit gen_hf_8bit gen_unsloth_8bit gen_hf_8bit_t0; }
+step_parity_six() { together parity_six; }
