@@ -78,7 +78,9 @@ NAMED = {
 }
 DEFAULT_CONFIGS = "baseline,seed,unsloth-bf16-b8,fast-b32"
 EPOCH_TOKENS = 9.3e6  # alpaca-cleaned, Llama 3 tokenizer, prompt + answer + EOS
-FAST_RECIPE = "--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4"
+FAST_RECIPE = (
+    "--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4"
+)
 
 
 @dataclass
