@@ -387,7 +387,12 @@ def run_configs(configs: list[Config], args: argparse.Namespace) -> list[dict]:
         command += ["--max-length", str(args.max_length), "--profile", str(args.profile)]
         started = time.perf_counter()
         try:
+            try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            print(f"{name}: stopped after --timeout {args.timeout} s", file=sys.stderr, flush=True)
+            report[name] = {"flags": flags, "error": f"stopped after --timeout {args.timeout} s"}
+            continue
             output = proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as err:
             output = f"{err.stdout or ''}{err.stderr or ''}\ntimed out after {args.timeout} s"
@@ -453,7 +458,12 @@ def recipe_check(args: argparse.Namespace) -> dict:
         out = out_root / name
         command = [sys.executable, str(ROOT / "train.py"), *base, *flags, "--output-dir", str(out)]
         print(f"== recipe {name}: {shlex.join(command[2:])}", file=sys.stderr, flush=True)
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
+        except subprocess.TimeoutExpired:
+            print(f"{name}: stopped after --timeout {args.timeout} s", file=sys.stderr, flush=True)
+            report[name] = {"flags": flags, "error": f"stopped after --timeout {args.timeout} s"}
+            continue
         if proc.returncode != 0:
             # A negative code is the signal that ended it: -9 is usually the out-of-memory killer.
             print(proc.stderr[-3000:], f"\n{name}: exit code {proc.returncode}", file=sys.stderr)
