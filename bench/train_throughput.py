@@ -387,12 +387,7 @@ def run_configs(configs: list[Config], args: argparse.Namespace) -> list[dict]:
         command += ["--max-length", str(args.max_length), "--profile", str(args.profile)]
         started = time.perf_counter()
         try:
-            try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, cwd=ROOT)
-        except subprocess.TimeoutExpired:
-            print(f"{name}: stopped after --timeout {args.timeout} s", file=sys.stderr, flush=True)
-            report[name] = {"flags": flags, "error": f"stopped after --timeout {args.timeout} s"}
-            continue
             output = proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as err:
             output = f"{err.stdout or ''}{err.stderr or ''}\ntimed out after {args.timeout} s"
