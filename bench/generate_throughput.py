@@ -322,6 +322,15 @@ def emit(record: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(record), flush=True)
 
 
+def describe_run(run: dict, ragged: bool) -> dict[str, Any]:
+    """What every record of a run says about how it was made, failed ones included."""
+    described = {"run": run["name"], **{k: run[k] for k in ("loader", "precision", "cache", "gqa_decode")}}
+    described["ragged_prompts"] = ragged
+    if run["precision"] == "8bit":
+        described["llm_int8_threshold"] = run["llm_int8_threshold"]
+    return described
+
+
 def worker(run: dict, args: argparse.Namespace) -> None:
     for name, value in (
         ("HF_HUB_OFFLINE", "1"),
@@ -336,10 +345,7 @@ def worker(run: dict, args: argparse.Namespace) -> None:
 
     from sfteval import modeling
 
-    base = {"run": run["name"], **{k: run[k] for k in ("loader", "precision", "cache", "gqa_decode")}}
-    base["ragged_prompts"] = args.ragged
-    if run["precision"] == "8bit":
-        base["llm_int8_threshold"] = run["llm_int8_threshold"]
+    base = describe_run(run, args.ragged)
     has_cuda = torch.cuda.is_available()
     base["device"] = torch.cuda.get_device_name(0) if has_cuda else "cpu"
     skip = None
@@ -413,10 +419,11 @@ def run_worker(run: dict, args: argparse.Namespace, argv: list[str]) -> list[dic
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             reader.join(timeout=30)
-            results.append({"run": run["name"], "error": f"stopped after --worker-timeout {args.worker_timeout} s"})
+            stopped = f"stopped after --worker-timeout {args.worker_timeout} s"
+            results.append({**describe_run(run, args.ragged), "error": stopped})
     process.wait()
     if process.returncode != 0 and not results:
-        results.append({"run": run["name"], "error": f"worker exited with code {process.returncode}"})
+        results.append({**describe_run(run, args.ragged), "error": f"worker exited with code {process.returncode}"})
     return results
 
 

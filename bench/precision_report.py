@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sfteval import cli, records  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate_throughput import describe_run, parse_run  # noqa: E402
+
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +39,13 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def speed_results(doc: dict) -> list[dict]:
+    """A benchmark file's records, each saying how its run was made: older files recorded a run
+    that the parent stopped by its name alone, so the rest is read from the name and the command."""
+    ragged = "--ragged" in doc["metadata"].get("command", "")
+    return [r if "loader" in r else {**describe_run(parse_run(r["run"]), ragged), **r} for r in doc["results"]]
+
+
 def speed_key(result: dict) -> tuple[bool, bool]:
     """Runs are compared with the hf bf16 dynamic-cache run of the same prompts and decode attention."""
     return bool(result.get("ragged_prompts")), bool(result.get("gqa_decode"))
@@ -45,7 +55,8 @@ def speed_labels(result: dict) -> tuple[str, str, str]:
     """How a speed run was made: its prompts, decode attention and KV cache, as the table says them."""
     ragged, gqa = speed_key(result)
     cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
-    return "left-padded" if ragged else "equal", "GQA decode" if gqa else "SDPA", cache
+    decode = "unsloth's own" if result["loader"] == "unsloth" else "GQA decode" if gqa else "SDPA"
+    return "left-padded" if ragged else "equal", decode, cache
 
 
 def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
@@ -53,24 +64,32 @@ def speed_rows(files: list[tuple[Path, dict]]) -> list[str]:
     reference = {
         speed_key(r): r["tokens_per_second"]
         for _, d in files
-        for r in d["results"]
+        for r in speed_results(d)
         if "tokens_per_second" in r
         and (r["loader"], r["precision"], r.get("cache", "dynamic")) == ("hf", "bf16", "dynamic")
     }
     for path, doc in files:
-        for r in doc["results"]:
+        for r in speed_results(doc):
+            if "skipped" in r:
+                continue
+            prompts, decode, cache = speed_labels(r)
+            threshold = r.get("llm_int8_threshold", "-") if r["precision"] == "8bit" else "-"
+            run = f"| {r['loader']} | {r['precision']} | {threshold} | {prompts} | {decode} | {cache} "
             if "tokens_per_second" not in r:
+                rows.append(f"{run}| failed: {short_error(r)} | | | | | | | `{path.as_posix()}` |")
                 continue
             base = reference.get(speed_key(r))
             ratio = f"{base / r['tokens_per_second']:.2f}x" if base else "-"
-            prompts, decode, cache = speed_labels(r)
             rows.append(
-                f"| {r['loader']} | {r['precision']} | {r.get('llm_int8_threshold', '-') if r['precision'] == '8bit' else '-'} "
-                f"| {prompts} | {decode} "
-                f"| {cache} | {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
+                f"{run}| {r['batch_rows']} x {r['n_batches']} | {r['tokens_per_second']:,.0f} | {r['ms_per_step']:.1f} "
                 f"| {r['ifeval_minutes']:.1f} | {ratio} | {r['peak_gpu_gb']:.1f} | {r['load_s']:.1f} | `{path.as_posix()}` |"
             )
     return rows
+
+
+def short_error(record: dict) -> str:
+    """The first sentence of a failed run's error, e.g. 'OutOfMemoryError: CUDA out of memory'."""
+    return record.get("error", "no result").split(". ")[0][:100]
 
 
 CACHE_LABELS = {"dynamic": "dynamic", "static": "static", "compile": "static + compiled decode"}
@@ -79,9 +98,11 @@ COMBINATIONS = [(loader, precision) for loader in ("unsloth", "hf") for precisio
 
 def reading(files: list[tuple[Path, dict]]) -> list[str]:
     """What the table says, computed from it, and which of the six combinations it lacks."""
-    results = [r for _, d in files for r in d["results"] if "tokens_per_second" in r]
+    every = [r for _, d in files for r in speed_results(d)]
+    results = [r for r in every if "tokens_per_second" in r]
     if not results:
         return ["No speed measurements were given."]
+    failed = [f"{r['loader']} {r['precision']} ({short_error(r)})" for r in every if "error" in r]
     fastest = max(results, key=lambda r: r["tokens_per_second"])
     smallest = min(results, key=lambda r: r["peak_gpu_gb"])
     prompts, decode, cache = speed_labels(fastest)
@@ -90,6 +111,7 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
         f"({fastest['tokens_per_second']:,.0f} tokens/s, "
         f"{fastest['ifeval_minutes']:.1f} min for the worst-case IFEval run). Least memory: {smallest['loader']} "
         f"{smallest['precision']} ({smallest['peak_gpu_gb']:.1f} GB peak, KV cache included).",
+        *([f"Tried without a result: {'; '.join(failed)}."] if failed else []),
         *missing_combinations({(r["loader"], r["precision"]) for r in results}),
     ]
 
@@ -201,9 +223,9 @@ def main(argv=None) -> int:
         "Random-init weights of the exact 8B shape, 80-token prompts, every answer forced to 1,280 new tokens,",
         "541 prompts in the batches `eval_generate.py --batch-size 256` makes. See bench/README.md for the method.",
         "Prompts: `equal` = all 80 tokens (no padding mask reaches the attention), `left-padded` = lengths spread",
-        "over 40-120 tokens as in real IFEval batches. Decode attention: transformers' SDPA, or",
-        "`eval_generate.py --gqa-decode`. Time vs hf bf16: against the hf bf16 dynamic-cache row with the",
-        "same prompts and decode attention.",
+        "over 40-120 tokens as in real IFEval batches. Decode attention: transformers' SDPA,",
+        "`eval_generate.py --gqa-decode`, or unsloth's own. Time vs hf bf16: against the hf bf16 dynamic-cache",
+        "row with the same prompts and decode attention (SDPA for unsloth rows). A run without a result says why.",
         "",
         "| loader | precision | int8 threshold | prompts | decode attention | KV cache | rows x batches | tokens/s | ms/step "
         "| IFEval min | time vs hf bf16 | peak GB | load s | file |",

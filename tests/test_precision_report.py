@@ -83,3 +83,18 @@ def test_speed_ratios_compare_runs_with_the_same_prompts_and_attention(tmp_path)
     expected = results["hf-bf16-gqa"]["tokens_per_second"] / results["hf-4bit-gqa"]["tokens_per_second"]
     line = rows[f"`{quant.relative_to(ROOT).as_posix()}`"]
     assert "| left-padded | GQA decode |" in line and f"| {expected:.2f}x |" in line
+
+
+def test_runs_without_a_result_get_a_row_that_says_why(tmp_path):
+    """unsloth bf16 ran out of memory and unsloth 8-bit was stopped by the parent, which recorded only its name."""
+    unsloth = RUNS / "h100_2026-11-27_s5" / "bench_generate_unsloth.json"
+    done, out = report(tmp_path, unsloth)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| unsloth |")]
+    failed = {line.split("|")[2].strip(): line for line in rows if "failed:" in line}
+    assert "| failed: OutOfMemoryError: CUDA out of memory |" in failed["bf16"]
+    assert "| left-padded | unsloth's own | dynamic | failed: stopped after --worker-timeout 120 s |" in failed["8bit"]
+    (measured,) = [line for line in rows if "failed:" not in line]
+    assert "| 4bit |" in measured and "| 670 |" in measured
+    assert "Tried without a result: unsloth bf16 (OutOfMemoryError: CUDA out of memory); unsloth 8bit" in text
