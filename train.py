@@ -9,7 +9,7 @@ the base model and the prompt template from it.
   python train.py                                   # the seed recipe, 4-bit QLoRA with unsloth
   python train.py --precision bf16 --max-steps 60 --report-to none
   python train.py --precision bf16 --use-hf --packing --batch-size 32 --grad-accum 1 \\
-      --no-gradient-checkpointing --attention varlen --lr 4e-4   # the fast recipe, H100 (bench/README.md)
+      --no-gradient-checkpointing --attention varlen --lr 8e-4   # the fast recipe, H100 (bench/README.md)
   python train.py --dataset my_alpaca.jsonl --val-size 0.02 --output-dir lora_mine
   python train.py --resume                          # continue an interrupted run, same flags
   python train.py --estimate-memory --precision 4bit --rank 16 --batch-size 8
@@ -149,7 +149,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --use-hf: torch.compile each decoder layer with dynamic shapes: fused kernels and fewer "
         "launches per step; the first steps pay the compile (once for all layers and batch lengths). On an H100 "
-        "1.37x faster, but its loss after 7 steps differed from eager by 0.3%%, not yet explained (bench/README.md)",
+        "1.36x faster; on a real model it trained to the eager held-out loss (bench/README.md)",
     )
     speed.add_argument(
         "--attention",

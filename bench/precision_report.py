@@ -2,11 +2,12 @@
 (`bench/generate_throughput.py --json`), parity runs (`bench/loader_parity.py`), IFEval scores of
 real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
 
-    python bench/precision_report.py --advice docs/precision_advice.md \
-        --inputs docs/runs/h100_2026-11-27/bench_generate*.json \
-        docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json docs/runs/gemma_2026-11-27/eval_results/parity_*.json \
-        docs/runs/gemma_2026-11-27/eval_responses/*.scores.json docs/runs/gemma_2026-11-27/compare_*_bf16_vs_4bit.json \
-        docs/runs/gemma_2026-11-27/compare_hf_vs_unsloth_*.json docs/runs/gemma_2026-11-27/compare_*_vs_8bit_t0.json \
+    G=docs/runs/gemma_2026-11-27 S4=docs/runs/h100_2026-11-27_s4 S5=docs/runs/h100_2026-11-27_s5
+    python bench/precision_report.py --advice docs/precision_advice.md --inputs \
+        docs/runs/h100_2026-11-27/bench_generate*.json $S4/bench_generate*.json $S5/bench_generate*.json \
+        docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
+        $G/eval_responses/*.scores.json $S5/eval_responses/*.scores.json.gz $G/compare_*_bf16_vs_4bit.json \
+        $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json $S5/compare_*.json \
         --output docs/PRECISION.md --overwrite
 
 Every figure in the output names the file it came from; nothing is typed in by hand.

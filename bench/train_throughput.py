@@ -18,7 +18,7 @@ the GPU once and saved as safetensors to --model-dir, with the real Llama 3 toke
   python bench/train_throughput.py --list            # the named configurations
   # Loss per token seen: the seed recipe vs a fast one, one pass over the same data, real model
   python bench/train_throughput.py --data alpaca.json --recipe-check --model path/to/gemma-3-270m \\
-      --seed-recipe=--use-hf --fast-recipe="--use-hf --packing --batch-size 32 --grad-accum 1 --lr 4e-4"
+      --seed-recipe=--use-hf --fast-recipe="--use-hf --packing --batch-size 32 --grad-accum 1 --lr 8e-4"
 
 A configuration is a name from --list or a dash-separated spec: backend (`unsloth` or `hf`),
 precision (`bf16`, `4bit`, `8bit`), `b<N>` examples per micro-batch, `a<N>` gradient
@@ -79,7 +79,7 @@ NAMED = {
 DEFAULT_CONFIGS = "baseline,seed,unsloth-bf16-b8,fast-b32"
 EPOCH_TOKENS = 9.3e6  # alpaca-cleaned, Llama 3 tokenizer, prompt + answer + EOS
 FAST_RECIPE = (
-    "--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 4e-4"
+    "--use-hf --packing --batch-size 32 --grad-accum 1 --no-gradient-checkpointing --attention varlen --lr 8e-4"
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
@@ -125,12 +126,16 @@ def write_json_atomic(path: str | Path, obj: Any, overwrite: bool = False) -> Pa
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
-    """A file's text, or a one-line error when it is missing, not UTF-8 or empty."""
+    """A file's text (gunzipped when it ends in .gz, e.g. a scores file kept small for moving around),
+    or a one-line error when it is missing, not UTF-8 or empty."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+    except (gzip.BadGzipFile, EOFError):
+        raise UserError(f"{what} {path} is not a complete gzip file") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text") from None
     if not text.strip():

@@ -54,3 +54,16 @@ def test_git_commit_names_this_checkout_unless_told(monkeypatch):
     assert records.git_commit().removesuffix("-dirty") == head
     monkeypatch.setenv("SFTEVAL_GIT_COMMIT", "abc123")
     assert records.git_commit() == "abc123"
+
+
+def test_read_json_reads_gzipped_files_and_names_a_truncated_one(tmp_path):
+    import gzip
+
+    doc = {"kind": "ifeval_scores", "text": "é" * 100}
+    packed = tmp_path / "run.scores.json.gz"
+    packed.write_bytes(gzip.compress(json.dumps(doc).encode("utf-8")))
+    assert records.read_json(packed) == doc
+    cut = tmp_path / "cut.scores.json.gz"
+    cut.write_bytes(packed.read_bytes()[:20])
+    with pytest.raises(UserError, match="not a complete gzip file"):
+        records.read_json(cut)
