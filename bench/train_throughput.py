@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sfteval import cli  # noqa: E402  (the repository root must be on sys.path first)
+from sfteval import cli, records  # noqa: E402  (the repository root must be on sys.path first)
 
 NAMED = {
     # plain transformers + peft + TRL, SDPA, gradient checkpointing, padded batches of 8
@@ -436,9 +436,9 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def recipe_check(args: argparse.Namespace) -> dict:
-    """Train the seed recipe and the fast recipe for one pass over the same records and compare
-    their held-out loss at the end (equal tokens seen)."""
+def recipe_check(args: argparse.Namespace, report: dict, save: Callable[[], None]) -> None:
+    """Train the seed recipe and the fast recipes for one pass over the same records and compare
+    their held-out loss at the end (equal tokens seen). Fills `report`, saving after each recipe."""
     base = [
         "--model", args.model, "--dataset", args.data, "--limit", str(args.examples),
         "--val-size", str(args.val_size), "--precision", args.recipe_precision, "--report-to", "none",
@@ -448,7 +448,6 @@ def recipe_check(args: argparse.Namespace) -> dict:
     recipes = {"seed": shlex.split(args.seed_recipe)}
     recipes.update({"fast" if i == 0 else f"fast_{i + 1}": shlex.split(flags) for i, flags in enumerate(fast)})
     out_root = Path(tempfile.mkdtemp(prefix="recipe_check_"))
-    report = {}
     for name, flags in recipes.items():
         out = out_root / name
         command = [sys.executable, str(ROOT / "train.py"), *base, *flags, "--output-dir", str(out)]
@@ -458,11 +457,13 @@ def recipe_check(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             print(f"{name}: stopped after --timeout {args.timeout} s", file=sys.stderr, flush=True)
             report[name] = {"flags": flags, "error": f"stopped after --timeout {args.timeout} s"}
+            save()
             continue
         if proc.returncode != 0:
             # A negative code is the signal that ended it: -9 is usually the out-of-memory killer.
             print(proc.stderr[-3000:], f"\n{name}: exit code {proc.returncode}", file=sys.stderr)
             report[name] = {"error": proc.stderr[-2000:], "returncode": proc.returncode}
+            save()
             continue
         config = json.loads((out / "train_config.json").read_text())
         res, hyper = config["results"], config["hyperparameters"]
@@ -483,10 +484,9 @@ def recipe_check(args: argparse.Namespace) -> dict:
             ],
         }
         print(f"{name}: {json.dumps(report[name])}", file=sys.stderr, flush=True)
-    for name in recipes:
         if name != "seed" and "eval_loss_final" in report[name] and "eval_loss_final" in report["seed"]:
             report[f"{name}_minus_seed_eval_loss"] = report[name]["eval_loss_final"] - report["seed"]["eval_loss_final"]
-    return report
+        save()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,20 +504,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise cli.UserError("--recipe-check compares losses, so it needs a real pretrained --model folder")
     if not args.build_only and (not args.data or not Path(args.data).is_file()):
         raise cli.UserError("--data must name an alpaca .json/.jsonl file (the batches follow its lengths)")
+    out = Path(args.out or f"train_throughput_{time.strftime('%Y%m%d_%H%M%S')}.json")
+    if out.exists() and not args.build_only:
+        raise cli.UserError(f"--out {out} exists; name another file (results are never overwritten)")
     if args.model is None:
         args.model = str(build_random_llama(Path(args.model_dir)))
     if args.build_only:
         return 0
     report: dict = {"model": args.model, "data": args.data, "steps": args.steps, "warmup_steps": args.warmup_steps}
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # a run cut short keeps what finished
+        records.write_json_atomic(out, report, overwrite=True)
+
     if args.recipe_check:
-        report["recipe_check"] = recipe_check(args)
+        report["recipe_check"] = {}
+        recipe_check(args, report["recipe_check"], save)
     else:
         results = run_configs(configs, args)
         report["results"] = results
         print(table(results))
-    out = Path(args.out or f"train_throughput_{time.strftime('%Y%m%d_%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save()
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

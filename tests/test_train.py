@@ -458,3 +458,13 @@ def test_dropping_peft_input_casts_changes_no_number_under_autocast(tiny_llama_d
     without = logits_and_grads()
     assert torch.equal(with_casts[0], without[0])
     assert all(torch.equal(a, b) for a, b in zip(with_casts[1], without[1]))
+
+
+def test_train_bench_refuses_to_overwrite_its_output(tmp_path, shared_data):
+    out = tmp_path / "bench.json"
+    out.write_text("{}")
+    result = run_script(
+        "bench/train_throughput.py", "--data", str(shared_data / ALPACA_FILE), "--model", "unused", "--out", str(out)
+    )
+    assert result.returncode != 0 and "exists" in result.stderr and "Traceback" not in result.stderr
+    assert out.read_text() == "{}"
