@@ -21,7 +21,6 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +105,7 @@ def load_checkers() -> dict[str, type]:
 
 
 def lm_eval_version() -> str | None:
-    try:
-        return importlib_metadata.version("lm-eval")
-    except importlib_metadata.PackageNotFoundError:
-        return None
+    return records.installed_version("lm-eval")
 
 
 # ---------------------------------------------------------------- verdicts

@@ -546,13 +546,13 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         from sfteval import attention
 
         attention.use_gqa_decode(model)
-    quantized_hf = loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit")
-    if config.compile and quantized_hf and config.precision == "8bit" and config.llm_int8_threshold > 0:
-        # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
-        # limit and the run did not finish its warm-up; at threshold 0 compiling made it 3.9x faster.
-        log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
-    elif config.compile and quantized_hf and not modeling.allow_bitsandbytes_compile(model):
-        log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
+    if config.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
+        if config.precision == "8bit" and config.llm_int8_threshold > 0:
+            # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
+            # limit and the run did not finish its warm-up; at threshold 0 compiling made it 3.9x faster.
+            log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
+        elif not modeling.allow_bitsandbytes_compile(model):
+            log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
     adapter_template = (job.train_config or {}).get("template")
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     if adapter_template and template != adapter_template:

@@ -28,13 +28,12 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 from sfteval import generation, prompts
 from sfteval.cli import UserError
-from sfteval.records import read_jsonl, sha256_file, sha256_json
+from sfteval.records import installed_version, read_jsonl, sha256_file, sha256_json
 from sfteval.stats import wilson_interval
 
 HUB_DATASET = "tinyBenchmarks/tinyMMLU"
@@ -457,7 +456,7 @@ def irt_estimates(
         "sha256": actual,
         "expected_sha256": expected,
         "expected_from": "environment" if os.environ.get(TINYBENCHMARKS_SHA256_ENV) else "sfteval constant",
-        "tinyBenchmarks_version": _version("tinyBenchmarks"),
+        "tinyBenchmarks_version": installed_version("tinyBenchmarks"),
     }
     if actual != expected:
         return (
@@ -475,13 +474,6 @@ def irt_estimates(
         "(5-shot) results, so on this 0-shot prompt treat them as indicative"
     )
     return estimates, note, provenance
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib_metadata.version(distribution)
-    except importlib_metadata.PackageNotFoundError:
-        return None
 
 
 def _run_tinybenchmarks(payload: bytes, correct: Sequence[bool]) -> dict[str, float]:

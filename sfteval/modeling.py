@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfteval import records
 from sfteval.cli import PRECISIONS, UserError
 
 # Tokens that several model families reserve for padding; the first one present in the
@@ -289,17 +290,12 @@ def allow_bitsandbytes_compile(model: Any) -> bool:
     generates eagerly (huggingface/transformers#38886, still open). This lifts that one check,
     and only where the installed bitsandbytes can be compiled. Returns whether it did.
     """
-    import importlib.metadata
-
     quantizer = getattr(unwrap_peft(model), "hf_quantizer", None)
     config = getattr(quantizer, "quantization_config", None)
     if quantizer is None or quantizer.is_compileable or getattr(config, "quant_method", None) != "bitsandbytes":
         return False
-    try:
-        version = importlib.metadata.version("bitsandbytes")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < BNB_COMPILE_MIN:
+    version = records.installed_version("bitsandbytes")
+    if version is None or tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < BNB_COMPILE_MIN:
         return False
     blocked = type(quantizer)
     quantizer.__class__ = type(blocked.__name__, (blocked,), {"is_compileable": property(lambda self: True)})

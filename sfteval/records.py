@@ -172,14 +172,16 @@ def read_jsonl(path: str | Path, what: str = "file") -> list[dict]:
     return rows
 
 
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a package, or None where it is not installed."""
+    try:
+        return importlib_metadata.version(distribution)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in TRACKED_LIBRARIES:
-        try:
-            versions[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
+    return {"python": platform.python_version(), **{dist: installed_version(dist) for dist in TRACKED_LIBRARIES}}
 
 
 def git_commit() -> str | None:
