@@ -13,10 +13,12 @@ One H100 (each command is meant to fit one 10-minute call; the random model is b
 CPU check of the machinery:
   python bench/generate_throughput.py --shape tiny --runs hf-bf16 hf-fp32 --batch-sizes 4 --new-tokens 16 --sample-steps 4
 
-A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa]: hf or unsloth; bf16, fp32, 8bit or
-4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers' static KV cache, -compile =
-static cache + torch.compile of the decode step (CUDA graphs); -gqa = eval_generate.py --gqa-decode
-(each key/value head of the cache read once per step). Each run is its own process
+A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4]: hf or unsloth; bf16, fp32,
+8bit or 4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers' static KV cache,
+-compile = static cache + torch.compile of the decode step (CUDA graphs); -gqa = eval_generate.py
+--gqa-decode (each key/value head of the cache read once per step); -torchnf4 = NF4 dequantized by
+compiled torch code (sfteval.nf4), as eval_generate.py --compile does for hf 4bit, instead of by
+bitsandbytes' kernel. Each run is its own process
 (importing unsloth patches transformers for the whole process). A batch size is what
 eval_generate.py's --batch-size would be: 541 prompts at 256 run as 3 batches of 181, so the
 bench measures a batch of 181 and projects 3 of them.
@@ -75,21 +77,25 @@ TARGET_BF16_MINUTES = 2.0
 TARGET_RATIO = {"4bit": 1.5, "8bit": 2.0}
 # --runs all: every figure the issue asks for (unsloth ones are skipped where it is not installed)
 ALL_RUNS = ("hf-bf16", "hf-bf16-compile", "hf-4bit", "hf-8bit-t6", "hf-8bit-t0", "unsloth-bf16", "unsloth-4bit")
-RUN_SPEC = re.compile(r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?(-gqa)?$")
+RUN_SPEC = re.compile(
+    r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?(-gqa)?(-torchnf4)?$"
+)
 
 
 def parse_run(text: str) -> dict[str, Any]:
     match = RUN_SPEC.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa], e.g. hf-bf16, hf-8bit-t0, "
+            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4], e.g. hf-bf16, hf-8bit-t0, "
             "hf-bf16-compile, hf-bf16-gqa"
         )
-    loader, precision, threshold, cache, gqa = match.groups()
+    loader, precision, threshold, cache, gqa, torch_nf4 = match.groups()
     if threshold is not None and precision != "8bit":
         raise argparse.ArgumentTypeError(f"{text!r}: -tTHRESHOLD is for 8bit runs only")
     if gqa and loader != "hf":
         raise argparse.ArgumentTypeError(f"{text!r}: -gqa changes transformers' attention, so it is for hf runs only")
+    if torch_nf4 and (loader, precision, cache) != ("hf", "4bit", "compile"):
+        raise argparse.ArgumentTypeError(f"{text!r}: -torchnf4 is for hf-4bit-compile runs only")
     return {
         "name": text,
         "loader": loader,
@@ -97,6 +103,7 @@ def parse_run(text: str) -> dict[str, Any]:
         "llm_int8_threshold": float(threshold) if threshold is not None else 6.0,
         "cache": cache or "dynamic",
         "gqa_decode": bool(gqa),
+        "torch_nf4": bool(torch_nf4),
     }
 
 
@@ -328,6 +335,8 @@ def describe_run(run: dict, ragged: bool) -> dict[str, Any]:
     described["ragged_prompts"] = ragged
     if run["precision"] == "8bit":
         described["llm_int8_threshold"] = run["llm_int8_threshold"]
+    if run.get("torch_nf4"):
+        described["torch_nf4"] = True
     return described
 
 
@@ -377,6 +386,10 @@ def worker(run: dict, args: argparse.Namespace) -> None:
         attention.use_gqa_decode(loaded.model)
     if run["cache"] == "compile" and run["loader"] == "hf" and run["precision"] in ("8bit", "4bit"):
         base["bitsandbytes_compile_allowed"] = modeling.allow_bitsandbytes_compile(loaded.model)
+    if run["torch_nf4"]:
+        from sfteval import nf4
+
+        base["nf4_layers_in_torch"] = nf4.use_compiled_nf4(loaded.model)
     base["load_s"] = round(time.perf_counter() - started, 1)
     base["weights_gb"] = round(loaded.model.get_memory_footprint() / 1e9, 2)
     base["attn_implementation"] = getattr(loaded.model.config, "_attn_implementation", None)

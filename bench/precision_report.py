@@ -56,6 +56,7 @@ def speed_labels(result: dict) -> tuple[str, str, str]:
     """How a speed run was made: its prompts, decode attention and KV cache, as the table says them."""
     ragged, gqa = speed_key(result)
     cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
+    cache += ", NF4 dequantized in torch" if result.get("torch_nf4") else ""
     decode = "unsloth's own" if result["loader"] == "unsloth" else "GQA decode" if gqa else "SDPA"
     return "left-padded" if ragged else "equal", decode, cache
 

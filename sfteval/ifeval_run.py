@@ -484,6 +484,7 @@ class Ready:
     stop_ids: list[int]
     encoded: list[list[int]]
     batch_size: int
+    nf4_dequantize: str | None  # HF 4-bit: "bitsandbytes" (its kernel) or "torch" (sfteval.nf4, compiled)
 
 
 def plan(config: RunConfig) -> Job:
@@ -546,6 +547,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         from sfteval import attention
 
         attention.use_gqa_decode(model)
+    nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
     if config.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
         if config.precision == "8bit" and config.llm_int8_threshold > 0:
             # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
@@ -553,6 +555,12 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
         elif not modeling.allow_bitsandbytes_compile(model):
             log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
+        elif config.precision == "4bit":
+            from sfteval import nf4
+
+            # 8B shape, H100 (bench/README.md): bitsandbytes' own dequantization made a compiled 4-bit step 2.7x bf16.
+            log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
+            nf4_dequantize = "torch"
     adapter_template = (job.train_config or {}).get("template")
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     if adapter_template and template != adapter_template:
@@ -569,7 +577,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
     longest = max(len(ids) for ids in encoded)
     batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
-    return Ready(loaded, model, template, stop_ids, encoded, batch_size)
+    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize)
 
 
 def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> SideFile:
@@ -625,6 +633,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         "static_cache": config.static_cache,
         "compile": config.compile,
         "gqa_decode": config.gqa_decode,
+        "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
         "rows_before": len(done),

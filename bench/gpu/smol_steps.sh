@@ -49,6 +49,7 @@ declare -A RUNS=(
   [gen_unsloth_bf16]="gen smollm2_unsloth_bf16 --precision bf16"
   [gen_unsloth_4bit]="gen smollm2_unsloth_4bit --precision 4bit"
   [gen_unsloth_8bit]="gen smollm2_unsloth_8bit --precision 8bit"
+  [gen_hf_4bit_compiled]="gen smollm2_hf_4bit_compiled --use-hf --precision 4bit --gqa-decode --static-cache --compile"
   [parity_six]="parity parity_smollm2_six --limit 16 --batch-size 16 --runs hf:bf16 hf:4bit hf:8bit unsloth:bf16 unsloth:4bit"
   [parity_8bit]="parity parity_smollm2_8bit --limit 8 --max-new-tokens 48 --batch-size 8 --runs hf:bf16 hf:8bit unsloth:8bit"
   [recipe]="recipe"
@@ -76,3 +77,6 @@ step_second() { together gen_hf_4bit gen_unsloth_4bit gen_hf_8bit gen_unsloth_8b
 step_parity_six() { together parity_six; }
 # 8-bit decoding ran 10x slower than bf16 in parity_8bit (4.9 vs 48.9 tokens/s), too slow for 541 prompts here.
 step_third() { together gen_hf_4bit gen_unsloth_4bit recipe; }
+# The 8-bit runs the earlier steps had no time for, and 4-bit through the compiled path whose NF4
+# dequantization is torch code (sfteval.nf4): the same weights as gen_hf_4bit, so near-equal answers.
+step_fourth() { together gen_hf_8bit gen_unsloth_8bit gen_hf_4bit_compiled; }
