@@ -76,6 +76,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="with --static-cache: torch.compile the decode step (CUDA graphs); the first batch pays the compile",
     )
     group.add_argument(
+        "--compile-mode",
+        choices=("reduce-overhead", "max-autotune"),
+        default="reduce-overhead",
+        help="torch.compile mode for --compile; max-autotune also tries Triton matmuls, which can fold a "
+        "4-bit model's dequantization into the matmul (longer compile) (default: %(default)s)",
+    )
+    group.add_argument(
         "--gqa-decode",
         action="store_true",
         help="transformers loader: at each new token read every key/value head of the cache once instead of "
@@ -134,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=count(args.batch_size, "--batch-size", allow_auto=True),
         static_cache=args.static_cache,
         compile=args.compile,
+        compile_mode=args.compile_mode,
         gqa_decode=args.gqa_decode,
         merge_adapter=args.merge_adapter,
         llm_int8_threshold=args.llm_int8_threshold,

@@ -57,6 +57,7 @@ def speed_labels(result: dict) -> tuple[str, str, str]:
     ragged, gqa = speed_key(result)
     cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
     cache += ", NF4 dequantized in torch" if result.get("torch_nf4") else ""
+    cache += f", mode {result['compile_mode']}" if result.get("compile_mode") else ""
     decode = "unsloth's own" if result["loader"] == "unsloth" else "GQA decode" if gqa else "SDPA"
     return "left-padded" if ragged else "equal", decode, cache
 

@@ -64,6 +64,10 @@ PADDING_NOTE = (
 )
 
 
+# transformers' own default for the compiled decode step (CUDA graphs)
+DEFAULT_COMPILE_MODE = "reduce-overhead"
+
+
 @dataclass
 class RunConfig:
     model: str | None
@@ -78,6 +82,7 @@ class RunConfig:
     batch_size: int | None = None  # None = auto
     static_cache: bool = False
     compile: bool = False
+    compile_mode: str = DEFAULT_COMPILE_MODE  # torch.compile's mode for the decode step
     gqa_decode: bool = False  # sfteval.attention: the KV cache read once per key/value head
     merge_adapter: bool = False
     llm_int8_threshold: float = 6.0
@@ -369,6 +374,10 @@ def speed_options(config: RunConfig, longest_prompt: int) -> dict[str, Any]:
     }
     if not config.compile:
         options["disable_compile"] = True
+    elif config.compile_mode != DEFAULT_COMPILE_MODE:
+        from transformers import CompileConfig
+
+        options["compile_config"] = CompileConfig(mode=config.compile_mode)
     return options
 
 
@@ -406,6 +415,8 @@ def check_config(config: RunConfig) -> None:
         raise UserError(f"--limit must be at least 1, got {config.limit}")
     if config.compile and not config.static_cache:
         raise UserError("--compile needs --static-cache (transformers compiles the decode step of a static cache)")
+    if config.compile_mode != DEFAULT_COMPILE_MODE and not config.compile:
+        raise UserError("--compile-mode needs --compile")
     if config.merge_adapter:
         if not config.adapter:
             raise UserError("--merge-adapter needs --lora")
@@ -632,6 +643,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         "batch_size_requested": config.batch_size or "auto",
         "static_cache": config.static_cache,
         "compile": config.compile,
+        "compile_mode": config.compile_mode if config.compile else None,
         "gqa_decode": config.gqa_decode,
         "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),

@@ -198,6 +198,7 @@ def test_help_is_instant():
         ("not_ifeval", "is not an IFEval prompt set"),
         ("template_clash", "--no-chat-template contradicts --template chat"),
         ("unknown_hub_model", "could not load"),
+        ("mode_without_compile", "--compile-mode needs --compile"),
     ],
 )
 def test_one_line_errors(case, expected, shared_data, tmp_path):
@@ -211,6 +212,7 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
         "not_ifeval": ["--model", str(tmp_path), "--prompts", str(not_ifeval)],
         "template_clash": ["--model", "x/y", "--template", "chat", "--no-chat-template"],
         "unknown_hub_model": ["--model", "sfteval-test/no-such-model", "--prompts", prompts, "--limit", "1"],
+        "mode_without_compile": ["--model", "x/y", "--static-cache", "--compile-mode", "max-autotune"],
     }[case]
     if case == "not_ifeval":
         (tmp_path / "config.json").write_text("{}")  # a folder that passes the model check
@@ -223,6 +225,17 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- side file and batching
+
+
+def test_compile_mode_reaches_generate():
+    from sfteval import ifeval_run
+
+    def options(**flags):
+        return ifeval_run.speed_options(ifeval_run.RunConfig(model="m", static_cache=True, **flags), 100)
+
+    assert options() == {"cache_implementation": "static", "max_cache_len": 1380, "disable_compile": True}
+    assert "compile_config" not in options(compile=True)  # transformers' default, reduce-overhead
+    assert options(compile=True, compile_mode="max-autotune")["compile_config"].mode == "max-autotune"
 
 
 def test_side_file_drops_a_line_cut_short(tmp_path):

@@ -17,11 +17,13 @@ bench = load_script(BENCH, "generate_throughput")
 def test_run_specs():
     assert bench.parse_run("hf-8bit-t0") == {
         "name": "hf-8bit-t0", "loader": "hf", "precision": "8bit", "llm_int8_threshold": 0.0, "cache": "dynamic",
-        "gqa_decode": False, "torch_nf4": False,
+        "gqa_decode": False, "torch_nf4": False, "compile_mode": None,
     }  # fmt: skip
     assert bench.parse_run("hf-4bit-compile-gqa-torchnf4")["torch_nf4"]
     assert bench.describe_run(bench.parse_run("hf-4bit-compile-torchnf4"), True)["torch_nf4"] is True
     assert "torch_nf4" not in bench.describe_run(bench.parse_run("hf-4bit-compile"), True)
+    assert bench.parse_run("hf-4bit-compile-gqa-torchnf4-autotune")["compile_mode"] == "max-autotune"
+    assert bench.describe_run(bench.parse_run("hf-bf16-compile-autotune"), False)["compile_mode"] == "max-autotune"
     assert bench.parse_run("hf-bf16-compile")["cache"] == "compile"
     assert bench.parse_run("hf-bf16-static-gqa")["gqa_decode"] and bench.parse_run("hf-bf16-gqa")["cache"] == "dynamic"
     assert bench.parse_run("unsloth-4bit")["loader"] == "unsloth"
@@ -34,6 +36,7 @@ def test_run_specs():
         "hf-bf16-gqa-static",
         "hf-4bit-torchnf4",
         "hf-bf16-compile-torchnf4",
+        "hf-bf16-static-autotune",
     ):
         with pytest.raises(argparse.ArgumentTypeError):
             bench.parse_run(bad)
