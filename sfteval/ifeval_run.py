@@ -625,12 +625,13 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         return RunResult(paths.output, paths.official, "already complete")
 
     import torch
-    from transformers import set_seed
 
     if job.has_cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    ready = load(job, log)
+    ready = load(job, log)  # first: unsloth must be imported before transformers
+    from transformers import set_seed
+
     set_seed(config.seed)
     done = done_rows(job.partial, job.selected) if job.partial else {}
     session = {

@@ -30,9 +30,9 @@ def dequantize_nf4(
     packed: torch.Tensor, code: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: torch.Size, dtype
 ) -> torch.Tensor:
     """The weight of `shape` in `dtype` from its packed 4-bit codes and float32 block absmax."""
-    flat = packed.reshape(-1)
-    codes = torch.stack((flat >> 4, flat & 0xF), dim=-1).reshape(-1, blocksize).long()
-    return (code[codes] * absmax[:, None]).reshape(shape).to(dtype)
+    pairs = packed.reshape(-1, blocksize // 2)  # one row of bytes per block
+    high, low = code[(pairs >> 4).long()], code[(pairs & 0xF).long()]
+    return (torch.stack((high, low), dim=-1).reshape(-1, blocksize) * absmax[:, None]).reshape(shape).to(dtype)
 
 
 class CompiledNF4Linear(torch.nn.Module):

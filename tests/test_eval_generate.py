@@ -227,6 +227,26 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
 # ----------------------------------------------------------------------------- side file and batching
 
 
+def test_transformers_is_not_imported_before_the_model_loads(shared_data, tmp_path):
+    """unsloth patches transformers only when imported first, and the loader imports it."""
+    (tmp_path / "config.json").write_text("{}")
+    probe = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from sfteval import ifeval_run
+
+def load(job, log):
+    print("transformers imported:", "transformers" in sys.modules)
+    raise SystemExit(0)
+
+ifeval_run.load = load
+ifeval_run.run(ifeval_run.RunConfig(model={str(tmp_path)!r},
+    prompts={str(shared_data / "ifeval" / "input_data.jsonl")!r}, output={str(tmp_path / "out")!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "transformers imported: False", result.stderr[-2000:]
+
+
 def test_compile_mode_reaches_generate():
     from sfteval import ifeval_run
 
