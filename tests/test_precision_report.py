@@ -98,3 +98,19 @@ def test_runs_without_a_result_get_a_row_that_says_why(tmp_path):
     (measured,) = [line for line in rows if "failed:" not in line]
     assert "| 4bit |" in measured and "| 670 |" in measured
     assert "Tried without a result: unsloth bf16 (OutOfMemoryError: CUDA out of memory); unsloth 8bit" in text
+
+
+def test_ifeval_rows_say_how_a_run_decoded(tmp_path):
+    """The compiled 4-bit run with sfteval.nf4 is told apart from the eager bitsandbytes one."""
+    eager = RUNS / "h100_2026-11-27_s5" / "eval_responses" / "smollm2_hf_4bit.scores.json.gz"
+    compiled = RUNS / "h100_2026-11-27_s6" / "eval_responses" / "smollm2_hf_4bit_compiled.scores.json.gz"
+    t6 = RUNS / "h100_2026-11-27_s6" / "eval_responses" / "smollm2_hf_8bit.scores.json.gz"
+    done, out = report(tmp_path, eager, compiled, t6)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[-2].strip(): line for line in out.read_text().splitlines() if "| hf |" in line}
+    assert "| hf | 4bit | chat |" in rows[f"`{eager.relative_to(ROOT).as_posix()}`"]
+    assert (
+        "| hf | 4bit, compiled, NF4 dequantized in torch | chat |" in rows[f"`{compiled.relative_to(ROOT).as_posix()}`"]
+    )
+    assert "| 19.6% [16.1%, 22.7%] |" in rows[f"`{compiled.relative_to(ROOT).as_posix()}`"]
+    assert "| hf | 8bit (threshold 6) | chat |" in rows[f"`{t6.relative_to(ROOT).as_posix()}`"]
