@@ -569,7 +569,8 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         elif config.precision == "4bit":
             from sfteval import nf4
 
-            # 8B shape, H100 (bench/README.md): bitsandbytes' own dequantization made a compiled 4-bit step 2.7x bf16.
+            # 8B shape, H100 (bench/README.md): a compiled 4-bit step took 2.7x bf16's time with
+            # bitsandbytes' dequantization kernel, 1.7x with this one.
             log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
             nf4_dequantize = "torch"
     adapter_template = (job.train_config or {}).get("template")
