@@ -468,3 +468,22 @@ def test_train_bench_refuses_to_overwrite_its_output(tmp_path, shared_data):
     )
     assert result.returncode != 0 and "exists" in result.stderr and "Traceback" not in result.stderr
     assert out.read_text() == "{}"
+
+
+def test_transformers_is_not_imported_before_the_model_loads(shared_data, tmp_path):
+    """unsloth (train.py's default loader) patches transformers, trl and peft only when imported first."""
+    probe = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from sfteval import training
+
+def load_model(settings):
+    print("imported first:", [name for name in ("transformers", "trl", "peft") if name in sys.modules])
+    raise SystemExit(0)
+
+training.load_model = load_model
+training.run(training.TrainSettings(model={str(tmp_path)!r}, dataset={str(shared_data / ALPACA_FILE)!r},
+    output_dir={str(tmp_path / "out")!r}, limit=10, report_to="none"))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "imported first: []", result.stderr[-2000:]
