@@ -78,7 +78,7 @@ def dequantize_lookup_first(layer):
     pairs = layer.packed.reshape(-1, layer.blocksize // 2)
     high, low = layer.code[(pairs >> 4).long()], layer.code[(pairs & 0xF).long()]
     values = torch.stack((high, low), dim=-1).reshape(-1, layer.blocksize) * layer.weight_absmax()[:, None]
-    return values.reshape(layer.shape).to(layer.dtype)
+    return values.reshape(layer.out_features, layer.in_features).to(layer.dtype)
 
 
 def measure_shape(shape: tuple[int, int], rows: int, ways: list[str], iters: int) -> dict[str, dict]:

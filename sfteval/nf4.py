@@ -27,7 +27,7 @@ def dequantize_absmax(codes: torch.Tensor, code: torch.Tensor, scales: torch.Ten
 
 
 def dequantize_nf4(
-    packed: torch.Tensor, code: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: torch.Size, dtype
+    packed: torch.Tensor, code: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: tuple[int, ...], dtype
 ) -> torch.Tensor:
     """The weight of `shape` in `dtype` from its packed 4-bit codes and float32 block absmax."""
     flat = packed.reshape(-1)
@@ -49,7 +49,6 @@ class CompiledNF4Linear(torch.nn.Module):
         state = layer.weight.quant_state
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.blocksize = state.blocksize
-        self.shape = state.shape
         self.dtype = layer.compute_dtype or state.dtype
         self.nested = bool(state.nested)
         self.register_buffer("packed", layer.weight.data, persistent=False)
@@ -70,7 +69,8 @@ class CompiledNF4Linear(torch.nn.Module):
         )
 
     def dequantized_weight(self) -> torch.Tensor:
-        return dequantize_nf4(self.packed, self.code, self.weight_absmax(), self.blocksize, self.shape, self.dtype)
+        shape = (self.out_features, self.in_features)
+        return dequantize_nf4(self.packed, self.code, self.weight_absmax(), self.blocksize, shape, self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(self.dtype)
