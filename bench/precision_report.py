@@ -9,7 +9,7 @@ real runs (`eval_score.py`) and paired comparisons between precisions (`compare_
         $S6/bench_generate_torchnf4.json $S6/bench_generate_torchnf4_512.json $S6/bench_generate_autotune.json \
         $S6/bench_generate_bf16_ref.json \
         docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
-        $G/eval_responses/*.scores.json $S5/eval_responses/*.scores.json.gz $S6/eval_responses/*.scores.json.gz \
+        $G/eval_responses/*.scores.json.gz $S5/eval_responses/*.scores.json.gz $S6/eval_responses/*.scores.json.gz \
         $G/compare_*_bf16_vs_4bit.json $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json \
         $S5/compare_*.json $S6/compare_*.json \
         --output docs/PRECISION.md --overwrite

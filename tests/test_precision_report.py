@@ -1,5 +1,6 @@
 """bench/precision_report.py on the run files committed under docs/runs (real GPU outputs)."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ INPUTS = [
     RUNS / "h100_2026-11-27" / "bench_generate.json",
     RUNS / "h100_2026-11-27" / "bench_generate_compile.json",
     RUNS / "gemma_2026-11-27" / "eval_results" / "parity_gemma3-270m_hf_4bit.json",
-    RUNS / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_base_hf_bf16.scores.json",
+    RUNS / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_base_hf_bf16.scores.json.gz",
     RUNS / "gemma_2026-11-27" / "compare_base_bf16_vs_4bit.json",
 ]
 
@@ -42,7 +43,7 @@ def test_every_row_names_its_file_and_figures_come_from_it(tmp_path):
     text = out.read_text()
     for path in INPUTS:
         assert f"`{path.relative_to(ROOT).as_posix()}`" in text
-    scores = json.loads(INPUTS[3].read_text())["summary"]
+    scores = json.loads(gzip.decompress(INPUTS[3].read_bytes()))["summary"]
     assert f"{scores['prompt_level_strict_acc']:.1%}" in text
     comparison = json.loads(INPUTS[4].read_text())
     strict = next(m for m in comparison["metrics"] if m["metric"] == "prompt_level_strict_acc")
