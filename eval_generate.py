@@ -6,6 +6,7 @@ python eval_generate.py --lora lora_model_4bit --precision 4bit            # bas
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --no-chat-template --use-hf --precision 8bit
 python eval_generate.py --model M --use-hf --precision bf16 --static-cache --compile --gqa-decode --batch-size 256  # fastest
 python eval_generate.py --model M --use-hf --precision bf16 --gqa-decode      # KV cache read once per key/value head
+python eval_generate.py --model M --use-hf --precision 4bit --dequantize-once --static-cache --compile --gqa-decode  # 4-bit answers, bf16 speed
 python eval_generate.py --model M --prompts ../shared/data/ifeval/input_data.jsonl --limit 20 --max-new-tokens 64
 python eval_generate.py --model M --precision 4bit --resume                # complete the newest matching run
 python eval_generate.py --resume eval_responses/NAME.partial.jsonl --model M --precision 4bit
@@ -88,6 +89,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="transformers loader: at each new token read every key/value head of the cache once instead of "
         "copying it for each query head it serves (same attention, sfteval/attention.py)",
     )
+    group.add_argument(
+        "--dequantize-once",
+        action="store_true",
+        help="4bit with --use-hf: dequantize the NF4 weights to bf16 once at load. The same answers as "
+        "bitsandbytes' batched decoding (which dequantizes, then multiplies in bf16) at bf16's speed, "
+        "but with bf16's GPU memory (about 16 GB for an 8B model)",
+    )
     group = parser.add_argument_group("output")
     group.add_argument("--output", metavar="PATH", help="a .json file name, or a folder (default: eval_responses/)")
     group.add_argument(
@@ -143,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         compile=args.compile,
         compile_mode=args.compile_mode,
         gqa_decode=args.gqa_decode,
+        dequantize_once=args.dequantize_once,
         merge_adapter=args.merge_adapter,
         llm_int8_threshold=args.llm_int8_threshold,
         output=args.output,

@@ -13,13 +13,15 @@ One H100 (each command is meant to fit one 10-minute call; the random model is b
 CPU check of the machinery:
   python bench/generate_throughput.py --shape tiny --runs hf-bf16 hf-fp32 --batch-sizes 4 --new-tokens 16 --sample-steps 4
 
-A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4][-autotune]: hf or unsloth; bf16, fp32,
-8bit or 4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers' static KV cache,
--compile = static cache + torch.compile of the decode step (CUDA graphs); -gqa = eval_generate.py
---gqa-decode (each key/value head of the cache read once per step); -torchnf4 = NF4 dequantized by
-compiled torch code (sfteval.nf4), as eval_generate.py --compile does for hf 4bit, instead of by
-bitsandbytes' kernel; -autotune = -compile with torch.compile mode max-autotune (eval_generate.py
---compile-mode max-autotune) instead of reduce-overhead. Each run is its own process
+A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4|-once][-autotune]: hf or
+unsloth; bf16, fp32, 8bit or 4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers'
+static KV cache, -compile = static cache + torch.compile of the decode step (CUDA graphs); -gqa =
+eval_generate.py --gqa-decode (each key/value head of the cache read once per step); -torchnf4 = NF4
+dequantized by compiled torch code (sfteval.nf4), as eval_generate.py --compile does for hf 4bit,
+instead of by bitsandbytes' kernel; -once = the NF4 weights dequantized to bf16 at load
+(eval_generate.py --dequantize-once: bitsandbytes' answers at bf16's speed and memory); -autotune =
+-compile with torch.compile mode max-autotune (eval_generate.py --compile-mode max-autotune) instead
+of reduce-overhead. Each run is its own process
 (importing unsloth patches transformers for the whole process). A batch size is what
 eval_generate.py's --batch-size would be: 541 prompts at 256 run as 3 batches of 181, so the
 bench measures a batch of 181 and projects 3 of them.
@@ -79,7 +81,7 @@ TARGET_RATIO = {"4bit": 1.5, "8bit": 2.0}
 # --runs all: every figure the issue asks for (unsloth ones are skipped where it is not installed)
 ALL_RUNS = ("hf-bf16", "hf-bf16-compile", "hf-4bit", "hf-8bit-t6", "hf-8bit-t0", "unsloth-bf16", "unsloth-4bit")
 RUN_SPEC = re.compile(
-    r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?(-gqa)?(-torchnf4)?(-autotune)?$"
+    r"^(hf|unsloth)-(bf16|fp32|8bit|4bit)(?:-t([0-9]+(?:\.[0-9]+)?))?(?:-(static|compile))?(-gqa)?(-torchnf4|-once)?(-autotune)?$"
 )
 
 
@@ -87,16 +89,18 @@ def parse_run(text: str) -> dict[str, Any]:
     match = RUN_SPEC.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4][-autotune], e.g. hf-bf16, hf-8bit-t0, "
+            f"{text!r}: expected LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4|-once][-autotune], e.g. hf-bf16, hf-8bit-t0, "
             "hf-bf16-compile, hf-bf16-gqa"
         )
-    loader, precision, threshold, cache, gqa, torch_nf4, autotune = match.groups()
+    loader, precision, threshold, cache, gqa, nf4_mode, autotune = match.groups()
     if threshold is not None and precision != "8bit":
         raise argparse.ArgumentTypeError(f"{text!r}: -tTHRESHOLD is for 8bit runs only")
     if gqa and loader != "hf":
         raise argparse.ArgumentTypeError(f"{text!r}: -gqa changes transformers' attention, so it is for hf runs only")
-    if torch_nf4 and (loader, precision, cache) != ("hf", "4bit", "compile"):
+    if nf4_mode == "-torchnf4" and (loader, precision, cache) != ("hf", "4bit", "compile"):
         raise argparse.ArgumentTypeError(f"{text!r}: -torchnf4 is for hf-4bit-compile runs only")
+    if nf4_mode == "-once" and (loader, precision) != ("hf", "4bit"):
+        raise argparse.ArgumentTypeError(f"{text!r}: -once is for hf-4bit runs only")
     if autotune and cache != "compile":
         raise argparse.ArgumentTypeError(f"{text!r}: -autotune is a compile mode, for -compile runs only")
     return {
@@ -106,7 +110,8 @@ def parse_run(text: str) -> dict[str, Any]:
         "llm_int8_threshold": float(threshold) if threshold is not None else 6.0,
         "cache": cache or "dynamic",
         "gqa_decode": bool(gqa),
-        "torch_nf4": bool(torch_nf4),
+        "torch_nf4": nf4_mode == "-torchnf4",
+        "dequantize_once": nf4_mode == "-once",
         "compile_mode": "max-autotune" if autotune else None,
     }
 
@@ -345,6 +350,8 @@ def describe_run(run: dict, ragged: bool) -> dict[str, Any]:
         described["llm_int8_threshold"] = run["llm_int8_threshold"]
     if run.get("torch_nf4"):
         described["torch_nf4"] = True
+    if run.get("dequantize_once"):
+        described["dequantize_once"] = True
     if run.get("compile_mode"):
         described["compile_mode"] = run["compile_mode"]
     return described
@@ -400,6 +407,10 @@ def worker(run: dict, args: argparse.Namespace) -> None:
         from sfteval import nf4
 
         base["nf4_layers_in_torch"] = nf4.use_compiled_nf4(loaded.model)
+    if run["dequantize_once"]:
+        from sfteval import nf4
+
+        base["nf4_layers_dequantized_once"] = nf4.dequantize_once(loaded.model)
     base["load_s"] = round(time.perf_counter() - started, 1)
     base["weights_gb"] = round(loaded.model.get_memory_footprint() / 1e9, 2)
     base["attn_implementation"] = getattr(loaded.model.config, "_attn_implementation", None)

@@ -63,6 +63,7 @@ def speed_labels(result: dict) -> tuple[str, str, str]:
     ragged, gqa = speed_key(result)
     cache = CACHE_LABELS.get(result.get("cache", "dynamic"), result.get("cache"))
     cache += ", NF4 dequantized in torch" if result.get("torch_nf4") else ""
+    cache += ", NF4 dequantized to bf16 at load" if result.get("dequantize_once") else ""
     cache += f", mode {result['compile_mode']}" if result.get("compile_mode") else ""
     decode = "unsloth's own" if result["loader"] == "unsloth" else "GQA decode" if gqa else "SDPA"
     return "left-padded" if ragged else "equal", decode, cache
@@ -162,9 +163,11 @@ def ifeval_rows(files: list[tuple[Path, dict]]) -> list[str]:
         precision = m["precision"]
         if precision == "8bit" and m.get("llm_int8_threshold") is not None:
             precision += f" (threshold {m['llm_int8_threshold']:g})"
+        dequantized = {session.get("nf4_dequantize") for session in m.get("sessions", [])}
         if m.get("generation", {}).get("compiled"):
-            in_torch = any(session.get("nf4_dequantize") == "torch" for session in m.get("sessions", []))
-            precision += ", compiled" + (", NF4 dequantized in torch" if in_torch else "")
+            precision += ", compiled" + (", NF4 dequantized in torch" if "torch" in dequantized else "")
+        if "once" in dequantized:
+            precision += ", NF4 dequantized to bf16 at load"
         rows.append(
             f"| {Path(m['model']).name} | {adapter} | {m['loader']} | {precision} | {m['template']} | {gpu_name} "
             f"| {_ci_pct(s['prompt_level_strict_acc'], s['prompt_level_strict_acc_ci'])} "

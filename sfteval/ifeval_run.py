@@ -84,6 +84,7 @@ class RunConfig:
     compile: bool = False
     compile_mode: str = DEFAULT_COMPILE_MODE  # torch.compile's mode for the decode step
     gqa_decode: bool = False  # sfteval.attention: the KV cache read once per key/value head
+    dequantize_once: bool = False  # HF 4-bit: NF4 weights dequantized to bf16 at load (sfteval.nf4)
     merge_adapter: bool = False
     llm_int8_threshold: float = 6.0
     output: str | None = None  # a .json file or a folder; None = eval_responses/<auto name>
@@ -417,6 +418,8 @@ def check_config(config: RunConfig) -> None:
         raise UserError("--compile needs --static-cache (transformers compiles the decode step of a static cache)")
     if config.compile_mode != DEFAULT_COMPILE_MODE and not config.compile:
         raise UserError("--compile-mode needs --compile")
+    if config.dequantize_once and config.precision != "4bit":
+        raise UserError(f"--dequantize-once is for 4-bit weights; add --precision 4bit (got {config.precision})")
     if config.merge_adapter:
         if not config.adapter:
             raise UserError("--merge-adapter needs --lora")
@@ -495,7 +498,8 @@ class Ready:
     stop_ids: list[int]
     encoded: list[list[int]]
     batch_size: int
-    nf4_dequantize: str | None  # HF 4-bit: "bitsandbytes" (its kernel) or "torch" (sfteval.nf4, compiled)
+    # HF 4-bit: "bitsandbytes" (its kernel), "torch" (sfteval.nf4, compiled) or "once" (bf16 weights)
+    nf4_dequantize: str | None
 
 
 def plan(config: RunConfig) -> Job:
@@ -516,6 +520,8 @@ def plan(config: RunConfig) -> Job:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
     if config.merge_adapter and loader != "hf":
         raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
+    if config.dequantize_once and loader != "hf":
+        raise UserError("--dequantize-once changes transformers' 4-bit layers; add --use-hf")
     if config.gqa_decode and loader != "hf":
         raise UserError("--gqa-decode changes transformers' attention; add --use-hf")
     if config.compile and loader == "hf" and not config.gqa_decode:
@@ -559,6 +565,11 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
 
         attention.use_gqa_decode(model)
     nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
+    if config.dequantize_once:
+        from sfteval import nf4
+
+        log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
+        nf4_dequantize = "once"
     if config.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
         if config.precision == "8bit" and config.llm_int8_threshold > 0:
             # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
@@ -566,7 +577,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
         elif not modeling.allow_bitsandbytes_compile(model):
             log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
-        elif config.precision == "4bit":
+        elif config.precision == "4bit" and not config.dequantize_once:
             from sfteval import nf4
 
             # 8B shape, H100 (bench/README.md): a compiled 4-bit step took 2.7x bf16's time with

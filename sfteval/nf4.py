@@ -15,6 +15,7 @@ themselves 8-bit codes with one float scale per `state2.blocksize` of them, plus
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,8 +81,8 @@ class CompiledNF4Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, nested={self.nested}"
 
 
-def use_compiled_nf4(model: Any) -> int:
-    """Replace every NF4 `Linear4bit` in `model` (PEFT wrappers included) by a `CompiledNF4Linear`.
+def replace_nf4_layers(model: Any, make: Callable[[Any], torch.nn.Module]) -> int:
+    """Replace every NF4 `Linear4bit` in `model` (PEFT wrappers included) by `make(layer)`.
 
     Returns how many layers were replaced. Layers of other 4-bit types are left as they are.
     """
@@ -91,6 +92,33 @@ def use_compiled_nf4(model: Any) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, Linear4bit) and child.weight.quant_state.quant_type == "nf4":
-                setattr(parent, name, CompiledNF4Linear(child))
+                setattr(parent, name, make(child))
                 replaced += 1
     return replaced
+
+
+def use_compiled_nf4(model: Any) -> int:
+    """Every NF4 layer dequantizes its weight in torch code at each call (for compiled decoding)."""
+    return replace_nf4_layers(model, CompiledNF4Linear)
+
+
+def dequantized_linear(layer: Any) -> torch.nn.Linear:
+    """A plain `Linear` holding the layer's weight as bitsandbytes dequantizes it, bit for bit."""
+    source = CompiledNF4Linear(layer)
+    with torch.no_grad():
+        weight = source.dequantized_weight()
+    linear = torch.nn.Linear(source.in_features, source.out_features, bias=False, device="meta")
+    linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if layer.bias is not None:
+        linear.bias = torch.nn.Parameter(layer.bias.data.to(weight.dtype), requires_grad=False)
+    return linear
+
+
+def dequantize_once(model: Any) -> int:
+    """Every NF4 layer becomes a bf16 `Linear` with its dequantized weight, once, at load.
+
+    With more than one row bitsandbytes' own forward dequantizes the weight and multiplies in bf16,
+    so a batched decode gives the same answers at bf16's speed, and with bf16's memory. A single
+    row differs: bitsandbytes then takes its fused 4-bit matrix-vector kernel.
+    """
+    return replace_nf4_layers(model, dequantized_linear)

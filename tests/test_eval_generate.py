@@ -199,6 +199,7 @@ def test_help_is_instant():
         ("template_clash", "--no-chat-template contradicts --template chat"),
         ("unknown_hub_model", "could not load"),
         ("mode_without_compile", "--compile-mode needs --compile"),
+        ("dequantize_bf16", "--dequantize-once is for 4-bit weights"),
     ],
 )
 def test_one_line_errors(case, expected, shared_data, tmp_path):
@@ -213,6 +214,7 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
         "template_clash": ["--model", "x/y", "--template", "chat", "--no-chat-template"],
         "unknown_hub_model": ["--model", "sfteval-test/no-such-model", "--prompts", prompts, "--limit", "1"],
         "mode_without_compile": ["--model", "x/y", "--static-cache", "--compile-mode", "max-autotune"],
+        "dequantize_bf16": ["--model", "x/y", "--precision", "bf16", "--dequantize-once"],
     }[case]
     if case == "not_ifeval":
         (tmp_path / "config.json").write_text("{}")  # a folder that passes the model check

@@ -17,12 +17,14 @@ bench = load_script(BENCH, "generate_throughput")
 def test_run_specs():
     assert bench.parse_run("hf-8bit-t0") == {
         "name": "hf-8bit-t0", "loader": "hf", "precision": "8bit", "llm_int8_threshold": 0.0, "cache": "dynamic",
-        "gqa_decode": False, "torch_nf4": False, "compile_mode": None,
+        "gqa_decode": False, "torch_nf4": False, "dequantize_once": False, "compile_mode": None,
     }  # fmt: skip
     assert bench.parse_run("hf-4bit-compile-gqa-torchnf4")["torch_nf4"]
     assert bench.describe_run(bench.parse_run("hf-4bit-compile-torchnf4"), True)["torch_nf4"] is True
     assert "torch_nf4" not in bench.describe_run(bench.parse_run("hf-4bit-compile"), True)
     assert bench.parse_run("hf-4bit-compile-gqa-torchnf4-autotune")["compile_mode"] == "max-autotune"
+    once = bench.parse_run("hf-4bit-compile-gqa-once")
+    assert once["dequantize_once"] and not once["torch_nf4"] and bench.describe_run(once, True)["dequantize_once"]
     assert bench.describe_run(bench.parse_run("hf-bf16-compile-autotune"), False)["compile_mode"] == "max-autotune"
     assert bench.parse_run("hf-bf16-compile")["cache"] == "compile"
     assert bench.parse_run("hf-bf16-static-gqa")["gqa_decode"] and bench.parse_run("hf-bf16-gqa")["cache"] == "dynamic"
@@ -36,6 +38,9 @@ def test_run_specs():
         "hf-bf16-gqa-static",
         "hf-4bit-torchnf4",
         "hf-bf16-compile-torchnf4",
+        "hf-bf16-once",
+        "unsloth-4bit-once",
+        "hf-4bit-compile-torchnf4-once",
         "hf-bf16-static-autotune",
     ):
         with pytest.raises(argparse.ArgumentTypeError):

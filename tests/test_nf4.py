@@ -68,6 +68,18 @@ def test_swapped_model_gives_the_logits_of_bitsandbytes_weights(tiny_llama_dir):
     torch.testing.assert_close(compiled, expected, rtol=0.02, atol=0.02)
 
 
+def test_dequantized_once_model_gives_the_logits_of_bitsandbytes_weights(tiny_llama_dir):
+    model = load_4bit(tiny_llama_dir, double_quant=True)
+    reference = reference_bf16(tiny_llama_dir, bnb_weights(model))
+    assert nf4.dequantize_once(model) == 14
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert type(q_proj) is torch.nn.Linear and q_proj.weight.dtype == torch.bfloat16
+    assert not q_proj.weight.requires_grad and q_proj.weight.shape == (q_proj.out_features, q_proj.in_features)
+    ids = torch.randint(0, 1000, (3, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
 def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir):
     from peft import LoraConfig, get_peft_model
 
@@ -93,11 +105,13 @@ def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes' CUDA kernels and CUDA graphs need a GPU")
 def test_cuda_compiled_dequantization_and_logits_match_bitsandbytes(tiny_llama_dir):
     """On a GPU bitsandbytes' forward is its dequantization kernel then a bf16 matmul: the same
-    arithmetic, so the eager swap gives equal logits; compiled, within one bf16 step of the weights."""
+    arithmetic, so the eager swap and the weights dequantized once give equal logits; compiled,
+    within one bf16 step of the weights."""
     bnb_model = load_4bit(tiny_llama_dir, double_quant=True, device="cuda")
     swapped = load_4bit(tiny_llama_dir, double_quant=True, device="cuda")
+    dequantized = load_4bit(tiny_llama_dir, double_quant=True, device="cuda")
     expected_weights = bnb_weights(bnb_model)
-    assert nf4.use_compiled_nf4(swapped) == 14
+    assert nf4.use_compiled_nf4(swapped) == 14 and nf4.dequantize_once(dequantized) == 14
     for name, weight in expected_weights.items():
         layer = swapped.get_submodule(name)
         assert torch.equal(layer.dequantized_weight(), weight), name
@@ -108,5 +122,6 @@ def test_cuda_compiled_dequantization_and_logits_match_bitsandbytes(tiny_llama_d
     with torch.no_grad():
         expected = bnb_model(ids).logits
         assert torch.equal(swapped(ids).logits, expected)
+        assert torch.equal(dequantized(ids).logits, expected)
         compiled_logits = torch.compile(swapped, mode="reduce-overhead")(ids).logits
     torch.testing.assert_close(compiled_logits, expected, rtol=0.02, atol=0.02)

@@ -50,6 +50,8 @@ declare -A RUNS=(
   [gen_unsloth_4bit]="gen smollm2_unsloth_4bit --precision 4bit"
   [gen_unsloth_8bit]="gen smollm2_unsloth_8bit --precision 8bit"
   [gen_hf_4bit_compiled]="gen smollm2_hf_4bit_compiled --use-hf --precision 4bit --gqa-decode --static-cache --compile"
+  [gen_hf_4bit_once]="gen smollm2_hf_4bit_once --use-hf --precision 4bit --gqa-decode --dequantize-once"
+  [gen_unsloth_8bit_one_batch]="gen smollm2_unsloth_8bit --precision 8bit --batch-size 541"
   [parity_six]="parity parity_smollm2_six --limit 16 --batch-size 16 --runs hf:bf16 hf:4bit hf:8bit unsloth:bf16 unsloth:4bit"
   [parity_8bit]="parity parity_smollm2_8bit --limit 8 --max-new-tokens 48 --batch-size 8 --runs hf:bf16 hf:8bit unsloth:8bit"
   [recipe]="recipe"
@@ -80,3 +82,8 @@ step_third() { together gen_hf_4bit gen_unsloth_4bit recipe; }
 # The 8-bit runs the earlier steps had no time for, and 4-bit through the compiled path whose NF4
 # dequantization is torch code (sfteval.nf4): the same weights as gen_hf_4bit, so near-equal answers.
 step_fourth() { together gen_hf_8bit gen_unsloth_8bit gen_hf_4bit_compiled; }
+# The unsloth runs again, after eval_generate.py stopped importing transformers before unsloth
+# (earlier ones predate the fix), and 4-bit with the weights dequantized once, whose answers should
+# equal gen_hf_4bit's. An 8-bit pass took ~420 s at 181 and at 360 rows alike (launch-bound), so
+# 8-bit goes in one batch of 541.
+step_fifth() { together gen_unsloth_bf16 gen_unsloth_4bit gen_unsloth_8bit_one_batch gen_hf_4bit_once; }
