@@ -3,6 +3,7 @@ machine that accepts 64 MiB per call) as numbered pieces with a checksum manifes
 
     python tools/carry_pieces.py split model.gguf --out .gemma --max-mib 60
         -> .gemma/p0/piece, .gemma/p1/piece, ... and .gemma/p0/manifest.json
+    python tools/carry_pieces.py split smollm2.gguf --out .smol --max-mib 55 40   # 55 MiB, then 40s
     (send one pNN folder per call, unpacking each into the same folder there)
     python tools/carry_pieces.py join /tmp/pieces --out /tmp/model.gguf
 
@@ -25,14 +26,17 @@ from sfteval.records import sha256_file  # noqa: E402
 MANIFEST = "manifest.json"
 
 
-def split(source: Path, out: Path, max_mib: int) -> list[Path]:
+def split(source: Path, out: Path, max_mib: list[int]) -> list[Path]:
+    """Pieces of max_mib[0], max_mib[1], ... MiB, the last size repeating until the file ends."""
     size = source.stat().st_size
-    piece_bytes = max_mib * 1024 * 1024
-    count = (size + piece_bytes - 1) // piece_bytes
-    names = [f"{source.name}.{i:03d}" for i in range(count)]
+    sizes, left = [], size
+    while left > 0:
+        sizes.append(min(left, max_mib[min(len(sizes), len(max_mib) - 1)] * 1024 * 1024))
+        left -= sizes[-1]
+    names = [f"{source.name}.{i:03d}" for i in range(len(sizes))]
     folders = []
     with open(source, "rb") as handle:
-        for index, name in enumerate(names):
+        for index, (name, piece_bytes) in enumerate(zip(names, sizes)):
             folder = out / f"p{index}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_bytes(handle.read(piece_bytes))
@@ -70,7 +74,13 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("split", help="cut FILE into pieces of at most --max-mib")
     s.add_argument("file", type=Path)
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--max-mib", type=cli.positive_int, default=60)
+    s.add_argument(
+        "--max-mib",
+        type=cli.positive_int,
+        nargs="+",
+        default=[60],
+        help="piece sizes in MiB, in order; the last repeats (e.g. 55 40 to fit what each call has room for)",
+    )
     j = sub.add_parser("join", help="rebuild the file from the pieces under FOLDER and check its sha256")
     j.add_argument("folder", type=Path)
     j.add_argument("--out", type=Path, required=True)
