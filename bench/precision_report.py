@@ -3,18 +3,21 @@
 real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
 
     G=docs/runs/gemma_2026-11-27 S4=docs/runs/h100_2026-11-27_s4 S5=docs/runs/h100_2026-11-27_s5
-    S6=docs/runs/h100_2026-11-27_s6
+    S6=docs/runs/h100_2026-11-27_s6 S7=docs/runs/h100_2026-11-27_s7
     python bench/precision_report.py --advice docs/precision_advice.md --inputs \
         docs/runs/h100_2026-11-27/bench_generate*.json $S4/bench_generate*.json $S5/bench_generate*.json \
         $S6/bench_generate_torchnf4.json $S6/bench_generate_torchnf4_512.json $S6/bench_generate_autotune.json \
-        $S6/bench_generate_bf16_ref.json \
+        $S6/bench_generate_bf16_ref.json $S7/bench_generate*.json \
         docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
-        $G/eval_responses/*.scores.json.gz $S5/eval_responses/*.scores.json.gz $S6/eval_responses/*.scores.json.gz \
+        $G/eval_responses/*.scores.json.gz $S5/eval_responses/smollm2_hf_*.scores.json.gz \
+        $S6/eval_responses/*.scores.json.gz $S7/eval_responses/*.scores.json.gz \
         $G/compare_*_bf16_vs_4bit.json $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json \
-        $S5/compare_*.json $S6/compare_*.json \
+        $S5/compare_*.json $S6/compare_*.json $S7/compare_*.json \
         --output docs/PRECISION.md --overwrite
 
-($S6/bench_generate_torchnf4_v2.json is left out: it measured a dequantization that was not kept.)
+($S6/bench_generate_torchnf4_v2.json is left out: it measured a dequantization that was not kept.
+$S5's unsloth bf16 and 4-bit IFEval runs are left out: $S7 holds their reruns after the import-order
+fix, with the same 541 responses each; $S5's comparisons made from them stand for that reason.)
 
 Every figure in the output names the file it came from; nothing is typed in by hand.
 """
@@ -112,7 +115,12 @@ def reading(files: list[tuple[Path, dict]]) -> list[str]:
     results = [r for r in every if "tokens_per_second" in r]
     if not results:
         return ["No speed measurements were given."]
-    failed = [f"{r['loader']} {r['precision']} ({short_error(r)})" for r in every if "error" in r]
+    failed = [
+        f"{r['loader']} {r['precision']}{' at batch size ' + str(r['batch_size']) if r.get('batch_size') else ''} "
+        f"({short_error(r)})"
+        for r in every
+        if "error" in r
+    ]
     fastest = max(results, key=lambda r: r["tokens_per_second"])
     smallest = min(results, key=lambda r: r["peak_gpu_gb"])
     prompts, decode, cache = speed_labels(fastest)
