@@ -98,7 +98,10 @@ def test_runs_without_a_result_get_a_row_that_says_why(tmp_path):
     assert "| left-padded | unsloth's own | dynamic | failed: stopped after --worker-timeout 120 s |" in failed["8bit"]
     (measured,) = [line for line in rows if "failed:" not in line]
     assert "| 4bit |" in measured and "| 670 |" in measured
-    assert "Tried without a result: unsloth bf16 at batch size 256 (OutOfMemoryError: CUDA out of memory); unsloth 8bit" in text
+    assert (
+        "Tried without a result: unsloth bf16 at batch size 256 (OutOfMemoryError: CUDA out of memory); unsloth 8bit"
+        in text
+    )
 
 
 def test_ifeval_rows_say_how_a_run_decoded(tmp_path):
