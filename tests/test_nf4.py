@@ -80,7 +80,10 @@ def test_dequantized_once_model_gives_the_logits_of_bitsandbytes_weights(tiny_ll
         assert torch.equal(model(ids).logits, reference(ids).logits)
 
 
-def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir):
+@pytest.mark.parametrize(
+    "swap, layer_type", [(nf4.use_compiled_nf4, nf4.CompiledNF4Linear), (nf4.dequantize_once, torch.nn.Linear)]
+)
+def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir, swap, layer_type):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -89,9 +92,9 @@ def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir):
     reference = reference_bf16(tiny_llama_dir, bnb_weights(quantized.get_base_model()))
     torch.manual_seed(0)
     reference = get_peft_model(reference, lora)
-    assert nf4.use_compiled_nf4(quantized) == 14
+    assert swap(quantized) == 14
     wrapped = quantized.get_base_model().model.layers[0].self_attn.q_proj
-    assert isinstance(wrapped.base_layer, nf4.CompiledNF4Linear)
+    assert type(wrapped.base_layer) is layer_type
     ids = torch.randint(0, 1000, (2, 5), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         got, expected = quantized(ids).logits, reference(ids).logits
