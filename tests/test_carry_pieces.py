@@ -1,16 +1,13 @@
 """Moving a large file as pieces: the sizes asked for, and a join that checks the checksum."""
 
-import importlib.util
 import os
 
 import pytest
 
 from sfteval.cli import UserError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
-spec = importlib.util.spec_from_file_location("carry_pieces", ROOT / "tools" / "carry_pieces.py")
-carry_pieces = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(carry_pieces)
+carry_pieces = load_script(ROOT / "tools" / "carry_pieces.py", "carry_pieces")
 
 MIB = 1024 * 1024
 
