@@ -6,7 +6,7 @@ python eval_generate.py --lora lora_model_4bit --precision 4bit            # bas
 python eval_generate.py --model unsloth/Meta-Llama-3.1-8B --no-chat-template --use-hf --precision 8bit
 python eval_generate.py --model M --use-hf --precision bf16 --static-cache --compile --gqa-decode --batch-size 256  # fastest
 python eval_generate.py --model M --use-hf --precision bf16 --gqa-decode      # KV cache read once per key/value head
-python eval_generate.py --model M --use-hf --precision 4bit --dequantize-once --static-cache --compile --gqa-decode  # 4-bit answers, bf16 speed
+python eval_generate.py --model M --use-hf --precision 4bit --dequantize-once --static-cache --compile --gqa-decode  # 4-bit weights, bf16 speed
 python eval_generate.py --model M --prompts ../shared/data/ifeval/input_data.jsonl --limit 20 --max-new-tokens 64
 python eval_generate.py --model M --precision 4bit --resume                # complete the newest matching run
 python eval_generate.py --resume eval_responses/NAME.partial.jsonl --model M --precision 4bit

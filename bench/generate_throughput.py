@@ -19,7 +19,7 @@ static KV cache, -compile = static cache + torch.compile of the decode step (CUD
 eval_generate.py --gqa-decode (each key/value head of the cache read once per step); -torchnf4 = NF4
 dequantized by compiled torch code (sfteval.nf4), as eval_generate.py --compile does for hf 4bit,
 instead of by bitsandbytes' kernel; -once = the NF4 weights dequantized to bf16 at load
-(eval_generate.py --dequantize-once: bitsandbytes' answers at bf16's speed and memory); -autotune =
+(eval_generate.py --dequantize-once: bitsandbytes' weights at bf16's speed and memory); -autotune =
 -compile with torch.compile mode max-autotune (eval_generate.py --compile-mode max-autotune) instead
 of reduce-overhead. Each run is its own process
 (importing unsloth patches transformers for the whole process). A batch size is what

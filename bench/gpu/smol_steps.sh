@@ -83,8 +83,8 @@ step_third() { together gen_hf_4bit gen_unsloth_4bit recipe; }
 # dequantization is torch code (sfteval.nf4): the same weights as gen_hf_4bit, so near-equal answers.
 step_fourth() { together gen_hf_8bit gen_unsloth_8bit gen_hf_4bit_compiled; }
 # The unsloth runs again, after eval_generate.py stopped importing transformers before unsloth
-# (earlier ones predate the fix), and 4-bit with the weights dequantized once, whose answers should
-# equal gen_hf_4bit's. An 8-bit pass took ~420 s at 181 and at 360 rows alike (launch-bound), so
+# (earlier ones predate the fix), and 4-bit with the weights dequantized once (gen_hf_4bit's weights;
+# 286 of 541 answers came out equal, bitsandbytes' fused kernel rounding SmolLM2's small layers otherwise). An 8-bit pass took ~420 s at 181 and at 360 rows alike (launch-bound), so
 # 8-bit goes in one batch of 541. Seventh session: with the three others on the GPU it did not
 # finish in 493 s (nor, resumed at 271 rows, in 520 s); give it a call of its own.
 step_fifth() { together gen_unsloth_bf16 gen_unsloth_4bit gen_unsloth_8bit_one_batch gen_hf_4bit_once; }
