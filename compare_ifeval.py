@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(set(outputs)) != len(outputs):
         raise cli.UserError("--markdown, --plot and --json must name different files")
 
-    from sfteval import compare, records
+    from sfteval import records
+    from sfteval.ifeval import compare
 
     docs = [compare.load_run(path, args.prompts) for path in (args.model1, args.model2)]
     comparison = compare.compare(docs[0], docs[1], common_only=args.common_only, names=tuple(args.names))
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {records.write_json_atomic(args.json, document)}")
     plot_link = None
     if args.plot:
-        from sfteval import report
+        from sfteval.report import tables as report
 
         plot = report.plot_comparison(comparison, args.plot)
         print(f"wrote {plot}")

@@ -25,7 +25,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from sfteval import mmlu_compare, records
+    from sfteval import records
+    from sfteval.mmlu import compare as mmlu_compare
 
     result = mmlu_compare.compare(args.model1, args.model2)
     print(mmlu_compare.format_text(result, args.names))

@@ -87,7 +87,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--gqa-decode",
         action="store_true",
         help="transformers loader: at each new token read every key/value head of the cache once instead of "
-        "copying it for each query head it serves (same attention, sfteval/attention.py)",
+        "copying it for each query head it serves (same attention, sfteval/model/attention.py)",
     )
     group.add_argument(
         "--dequantize-once",
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The dynamic KV cache grows by one token per step; expandable segments keep the
         # allocator from fragmenting into an out-of-memory error (left alone for CUDA graphs).
         os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    from sfteval import ifeval_run
+    from sfteval.ifeval import run as ifeval_run
 
     config = ifeval_run.RunConfig(
         model=args.model,

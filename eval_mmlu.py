@@ -37,7 +37,7 @@ TEMPLATE_HELP = (
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from sfteval.mmlu import HUB_DATASET, TEMPLATES, TINYBENCHMARKS_PKL_ENV
+    from sfteval.mmlu.evaluate import HUB_DATASET, TEMPLATES, TINYBENCHMARKS_PKL_ENV
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # No `auto` here: every model gets the same prompt unless asked otherwise.
@@ -85,7 +85,9 @@ def peak_gpu_memory_gb() -> float | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from sfteval import mmlu, modeling, prompts, records
+    from sfteval import prompts, records
+    from sfteval.mmlu import evaluate as mmlu
+    from sfteval.model import loading
 
     items, data = mmlu.load_items(args.data)  # a bad file fails here, before any model loads
     # n_items: the questions scored; sha256 and is_tinymmlu_test describe the whole source
@@ -96,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # unsloth returns empty logits unless told otherwise; this scorer needs them
     os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
     model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
-    loaded = modeling.load_model(
-        modeling.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
+    loaded = loading.load_model(
+        loading.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
     )
     template = prompts.resolve_template(args.template, loaded.tokenizer)
     info = loaded.info

@@ -78,7 +78,8 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from sfteval import ifeval, records
+    from sfteval import records
+    from sfteval.ifeval import scoring as ifeval
 
     if args.self_check:
         print(ifeval.self_check())

@@ -54,7 +54,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from sfteval import report
+    from sfteval.report import tables as report
 
     if args.input:
         to_log = [Path(p) for p in args.input]
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     wandb = None
     if not args.no_wandb:
-        from sfteval import wandb_log
+        from sfteval.report import wandb_log
 
         try:
             wandb = wandb_log.load_wandb()
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _all_results(args: argparse.Namespace) -> list:
-    from sfteval import report
+    from sfteval.report import tables as report
 
     paths = report.find_scores(args.responses_dir) + report.find_mmlu(args.results_dir)
     return [report.read_result_file(p, LOGGABLE) for p in paths]

@@ -30,11 +30,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from sfteval import generation, modeling, prompts
+    from sfteval import prompts
+    from sfteval.model import generation, loading
 
     model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
-    loaded = modeling.load_model(
-        modeling.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
+    loaded = loading.load_model(
+        loading.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
     )
     adapter_template = (loaded.adapter_train_config or {}).get("template")
     template = prompts.resolve_template(args.template, loaded.tokenizer, adapter_template)

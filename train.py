@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from sfteval import cli
-from sfteval.modeling import DEFAULT_LORA_TARGETS
+from sfteval.model.loading import DEFAULT_LORA_TARGETS
 
 DEFAULT_MODEL = "unsloth/Meta-Llama-3.1-8B"
 DEFAULT_DATASET = "yahma/alpaca-cleaned"
@@ -204,14 +204,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from sfteval.training import TrainSettings
+    from sfteval.train.trainer import TrainSettings
 
     names = set(TrainSettings.__dataclass_fields__)
     return TrainSettings(**{key: value for key, value in vars(args).items() if key in names})
 
 
 def estimate_memory(args: argparse.Namespace) -> int:
-    from sfteval import memory
+    from sfteval.train import memory
 
     shape, source = memory.load_shape(args.model)
     print(
@@ -234,9 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.estimate_memory:
         return estimate_memory(args)
-    from sfteval import training
+    from sfteval.train import trainer
 
-    training.run(settings_from_args(args))
+    trainer.run(settings_from_args(args))
     return 0
 
 

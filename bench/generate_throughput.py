@@ -17,7 +17,7 @@ A run is LOADER-PRECISION[-tTHRESHOLD][-static|-compile][-gqa][-torchnf4|-once][
 unsloth; bf16, fp32, 8bit or 4bit; -t6 / -t0 set llm_int8_threshold for 8bit; -static = transformers'
 static KV cache, -compile = static cache + torch.compile of the decode step (CUDA graphs); -gqa =
 eval_generate.py --gqa-decode (each key/value head of the cache read once per step); -torchnf4 = NF4
-dequantized by compiled torch code (sfteval.nf4), as eval_generate.py --compile does for hf 4bit,
+dequantized by compiled torch code (sfteval.model.nf4), as eval_generate.py --compile does for hf 4bit,
 instead of by bitsandbytes' kernel; -once = the NF4 weights dequantized to bf16 at load
 (eval_generate.py --dequantize-once: bitsandbytes' weights at bf16's speed and memory); -autotune =
 -compile with torch.compile mode max-autotune (eval_generate.py --compile-mode max-autotune) instead
@@ -53,7 +53,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sfteval import cli, records  # noqa: E402
-from sfteval.memory import BUILTIN_SHAPES  # noqa: E402
+from sfteval.train.memory import BUILTIN_SHAPES  # noqa: E402
 
 SHAPES = {
     # Llama-3.1-8B's published config (tie_word_embeddings is set where the model is built)
@@ -245,7 +245,7 @@ def sync() -> None:
 
 def timed_generate(model: Any, tokenizer: Any, batch: list[list[int]], new_tokens: int, options: dict) -> float:
     """Seconds for one generate call that must produce exactly `new_tokens` per row."""
-    from sfteval import generation
+    from sfteval.model import generation
 
     settings = generation.GenerationSettings(max_new_tokens=new_tokens)
     stop_ids = [tokenizer.eos_token_id]
@@ -326,7 +326,7 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
 
 
 def was_compiled(model: Any) -> bool:
-    from sfteval import ifeval_run
+    from sfteval.ifeval import run as ifeval_run
 
     return ifeval_run.was_compiled(model)
 
@@ -369,7 +369,7 @@ def worker(run: dict, args: argparse.Namespace) -> None:
 
     import torch
 
-    from sfteval import modeling
+    from sfteval.model import loading
 
     base = describe_run(run, args.ragged)
     has_cuda = torch.cuda.is_available()
@@ -386,8 +386,8 @@ def worker(run: dict, args: argparse.Namespace) -> None:
         return
     started = time.perf_counter()
     try:
-        loaded = modeling.load_model(
-            modeling.ModelSpec(
+        loaded = loading.load_model(
+            loading.ModelSpec(
                 model=str(args.model_dir),
                 precision=run["precision"],
                 use_hf=run["loader"] == "hf",
@@ -398,17 +398,17 @@ def worker(run: dict, args: argparse.Namespace) -> None:
         emit({**base, "error": f"load: {type(err).__name__}: {err}"[:500]})
         return
     if run["gqa_decode"]:
-        from sfteval import attention
+        from sfteval.model import attention
 
         attention.use_gqa_decode(loaded.model)
     if run["cache"] == "compile" and run["loader"] == "hf" and run["precision"] in ("8bit", "4bit"):
-        base["bitsandbytes_compile_allowed"] = modeling.allow_bitsandbytes_compile(loaded.model)
+        base["bitsandbytes_compile_allowed"] = loading.allow_bitsandbytes_compile(loaded.model)
     if run["torch_nf4"]:
-        from sfteval import nf4
+        from sfteval.model import nf4
 
         base["nf4_layers_in_torch"] = nf4.use_compiled_nf4(loaded.model)
     if run["dequantize_once"]:
-        from sfteval import nf4
+        from sfteval.model import nf4
 
         base["nf4_layers_dequantized_once"] = nf4.dequantize_once(loaded.model)
     base["load_s"] = round(time.perf_counter() - started, 1)

@@ -59,7 +59,7 @@ def load_rows(path: str, limit: int) -> list[dict]:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from sfteval import parity
+    from sfteval.model import parity
 
     loader, precision = run_spec(args.worker[0])
     reference = json.loads(Path(args.reference_file).read_text()) if args.reference_file else None
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     if args.worker:
         return worker(args)
-    from sfteval import parity
+    from sfteval.model import parity
 
     load_rows(args.prompts, args.limit)  # fail fast on a bad file
     reference_run = args.reference or args.runs[0]

@@ -5,10 +5,10 @@ of a batch), times on one CUDA GPU:
   bf16         the bf16 weight's matmul (cuBLAS): what a 4-bit step is compared with
   bnb          bitsandbytes' Linear4bit forward (its dequantization kernel, then a bf16 matmul)
   bnb-dequant  bitsandbytes' dequantization alone
-  torch-dequant        sfteval.nf4's dequantization, compiled (the same bytes, one fused kernel)
+  torch-dequant        sfteval.model.nf4's dequantization, compiled (the same bytes, one fused kernel)
   torch-dequant-lookup-first  the other order (a table lookup per nibble, then the values interleaved),
-                       compiled: slower on the H100, so sfteval.nf4 interleaves first
-  torch                sfteval.nf4's linear, compiled as eval_generate.py --compile does (mode reduce-overhead)
+                       compiled: slower on the H100, so sfteval.model.nf4 interleaves first
+  torch                sfteval.model.nf4's linear, compiled as eval_generate.py --compile does (mode reduce-overhead)
   torch-autotune       the same with mode max-autotune: Triton matmul templates that can fuse the
                        dequantization into the matmul's loads (inductor's prologue fusion)
 and prints milliseconds per call, the sum over one decode step (32 layers), the dequantization's
@@ -61,7 +61,7 @@ def time_ms(fn, iters: int) -> float:
 
 
 def nf4_layer(weight):
-    """A bitsandbytes NF4 layer (double-quantized, bf16 compute, as modeling.bnb_config loads) of `weight`."""
+    """A bitsandbytes NF4 layer (double-quantized, bf16 compute, as loading.bnb_config loads) of `weight`."""
     import torch
     from bitsandbytes.nn import Linear4bit, Params4bit
 
@@ -85,7 +85,7 @@ def measure_shape(shape: tuple[int, int], rows: int, ways: list[str], iters: int
     import torch
     from bitsandbytes.functional import dequantize_4bit
 
-    from sfteval import nf4
+    from sfteval.model import nf4
 
     torch.manual_seed(0)
     weight = torch.randn(shape, dtype=torch.bfloat16, device="cuda") * 0.02

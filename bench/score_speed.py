@@ -1,5 +1,5 @@
 """How fast eval_score.py scores, and whether worker processes would pay: imports, lm-eval's
-own loop, sfteval.ifeval serial, forked and spawned workers, bootstrap intervals.
+own loop, sfteval.ifeval.scoring serial, forked and spawned workers, bootstrap intervals.
 
 python bench/score_speed.py
 python bench/score_speed.py --input eval_responses/run.json --repeats 5 --workers 2
@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import lm_eval.tasks.ifeval.instructions_registry  # noqa: F401
 
     import_s = time.perf_counter() - start
-    from sfteval import ifeval, stats
+    from sfteval import stats
+    from sfteval.ifeval import scoring as ifeval
 
     start = time.perf_counter()
     ifeval.load_checkers()
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
 
     figures = {"lm-eval's strict + loose functions, serial": timed(lambda: lm_eval_loop(rows), args.repeats)}
-    figures["sfteval.ifeval.score_rows, serial"] = timed(lambda: ifeval.score_rows(rows), args.repeats)
+    figures["sfteval.ifeval.scoring.score_rows, serial"] = timed(lambda: ifeval.score_rows(rows), args.repeats)
     chunks = split(rows, args.workers)
     if "fork" in multiprocessing.get_all_start_methods():
         figures[f"score_rows, {args.workers} forked workers"] = timed(

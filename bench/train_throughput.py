@@ -1,7 +1,7 @@
 """Training throughput on one GPU: real (non-pad) tokens/s and peak GPU memory of train.py's
 configurations, beside a plain transformers + peft + TRL baseline with padded batches.
 
-Every configuration trains through `sfteval.training` (the code train.py runs) on real alpaca
+Every configuration trains through `sfteval.train.trainer` (the code train.py runs) on real alpaca
 length distributions, for --warmup-steps untimed steps and then --steps timed ones
 (torch.cuda.synchronize at each step end). Each configuration runs in its own child process:
 unsloth patches the Llama classes process-wide at import, so a baseline run after it in the same
@@ -185,10 +185,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def llama3_tokenizer():
     """The real Llama 3 tokenizer with BOS added on encode and a distinct pad token."""
-    from sfteval import modeling, testmodels
+    from sfteval import testmodels
+    from sfteval.model import loading
 
     tokenizer = testmodels.llama3_tokenizer()
-    modeling.ensure_pad_token(tokenizer)
+    loading.ensure_pad_token(tokenizer)
     return tokenizer
 
 
@@ -199,7 +200,7 @@ def build_random_llama(model_dir: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sfteval.memory import BUILTIN_SHAPES
+    from sfteval.train.memory import BUILTIN_SHAPES
 
     started = time.perf_counter()
     tokenizer = llama3_tokenizer()
@@ -243,9 +244,9 @@ def fixed_length_examples(examples: list[dict], length: int) -> list[dict]:
 def run_child(config: Config, args: argparse.Namespace) -> dict:
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sfteval import data, training
+    from sfteval.train import data, trainer
 
-    settings = training.TrainSettings(
+    settings = trainer.TrainSettings(
         model=args.model,
         dataset=args.data,
         precision=config.precision,
@@ -265,7 +266,7 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
         logging_steps=1,  # one loss per step: step 1 is the untrained model's forward pass
         report_to="none",
     )
-    loaded = training.load_model(settings)  # imports unsloth first when it is the loader
+    loaded = trainer.load_model(settings)  # imports unsloth first when it is the loader
     import torch
 
     rows, _ = data.load_records(args.data, limit=args.examples)
@@ -277,7 +278,7 @@ def run_child(config: Config, args: argparse.Namespace) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
-        built = training.build_trainer(settings, loaded, tokenized, tmp, save=False, sync_cuda=True)
+        built = trainer.build_trainer(settings, loaded, tokenized, tmp, save=False, sync_cuda=True)
         # Traced steps come after the timed ones: the profiler's overhead stays out of the tokens/s.
         timed_end = args.warmup_steps + args.steps
         profiler = make_step_profiler(timed_end, args.profile) if args.profile > 0 else None

@@ -81,9 +81,10 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a bf16 folder, converted once from the packaged GGUF (cached)."""
-    from sfteval import modeling, testmodels
+    from sfteval import testmodels
+    from sfteval.model import loading
 
-    return modeling.materialize_gguf(testmodels.smollm2_gguf())
+    return loading.materialize_gguf(testmodels.smollm2_gguf())
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,7 @@ step_parity_six() { together parity_six; }
 # 8-bit decoding ran 10x slower than bf16 in parity_8bit (4.9 vs 48.9 tokens/s), too slow for 541 prompts here.
 step_third() { together gen_hf_4bit gen_unsloth_4bit recipe; }
 # The 8-bit runs the earlier steps had no time for, and 4-bit through the compiled path whose NF4
-# dequantization is torch code (sfteval.nf4): the same weights as gen_hf_4bit, so near-equal answers.
+# dequantization is torch code (sfteval.model.nf4): the same weights as gen_hf_4bit, so near-equal answers.
 step_fourth() { together gen_hf_8bit gen_unsloth_8bit gen_hf_4bit_compiled; }
 # The unsloth runs again, after eval_generate.py stopped importing transformers before unsloth
 # (earlier ones predate the fix), and 4-bit with the weights dequantized once (gen_hf_4bit's weights;

@@ -1,0 +1,1 @@
+"""IFEval: the prompt set, the generation run, scoring with lm-eval's checkers, paired comparison."""

@@ -1,0 +1,858 @@
+"""The IFEval generation run behind eval_generate.py.
+
+Every prompt of a prompt set goes through one model in left-padded batches of similar prompt
+length (longest first, so an out-of-memory batch shows up at once). Each finished batch is
+appended to a side file, so a crash loses at most the batch in flight, and `resume` completes
+that file. The end result is the `ifeval_responses` document of docs/FORMATS.md, written
+atomically, plus `<stem>.official.jsonl` for Google's scorer. The side file is then removed:
+the final document holds everything it held.
+
+The side file `<stem>.partial.jsonl` has one JSON object per line:
+
+    {"kind": "ifeval_responses_partial", "schema_version": 1, "output": "<stem>.json", "settings": {...}}
+    {"session": {...}}   one per start or resume: when, where, with what batch size and speed knobs
+    {"key": ..., ...}    one response row, exactly as in the final file, in the order generated
+    {"batch": {...}}     after each batch's rows: rows, seconds, new tokens, peak GPU memory
+
+`settings` holds what the responses depend on (model, adapter, precision, loader, template,
+generation settings, stop tokens, the prompts); a resume must match it exactly. Speed knobs
+(batch size, static cache, compile) may differ between sessions and are recorded per session.
+A line cut short by a crash is dropped before the run goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfteval import records
+from sfteval.cli import UserError
+from sfteval.ifeval import prompts as ifeval_prompts
+from sfteval.model import generation
+
+KIND = "ifeval_responses"
+PARTIAL_KIND = "ifeval_responses_partial"
+DEFAULT_DIR = Path("eval_responses")
+PARTIAL_SUFFIX = ".partial.jsonl"
+OFFICIAL_SUFFIX = ".official.jsonl"
+
+# Batch size when --batch-size is not given: on a CPU a small fixed one; on a GPU as many
+# sequences as the free memory holds at full length (see auto_batch_size), at most this many.
+CPU_BATCH_SIZE = 8
+MAX_AUTO_BATCH_SIZE = 256
+# Share of free GPU memory the KV cache and activations may take, and a fixed reserve for
+# the allocator's fragmentation and the CUDA graphs of --compile.
+GPU_MEMORY_SHARE = 0.9
+GPU_RESERVE_BYTES = 2 * 1024**3
+
+# Fields of `settings` that can be known before the model is loaded; the template and the
+# stop tokens need the tokenizer and are compared once it is loaded.
+LATE_SETTINGS = ("template", "stop_token_ids")
+
+PADDING_NOTE = (
+    "prompts are left-padded by sfteval.model.generation.left_pad, never by the tokenizer; "
+    "tokenizer.padding_side is still reset to 'left' before every batch because unsloth flips it "
+    "to 'right' after generate (unsloth issue #3283)"
+)
+
+
+# transformers' own default for the compiled decode step (CUDA graphs)
+DEFAULT_COMPILE_MODE = "reduce-overhead"
+
+
+@dataclass
+class RunConfig:
+    model: str | None
+    adapter: str | None = None
+    precision: str = "bf16"
+    use_hf: bool = False
+    template: str = "auto"
+    max_new_tokens: int = 1280
+    seed: int = 0
+    prompts: str | None = None  # a local input_data.jsonl; None = the hub's google/IFEval
+    limit: int | None = None
+    batch_size: int | None = None  # None = auto
+    static_cache: bool = False
+    compile: bool = False
+    compile_mode: str = DEFAULT_COMPILE_MODE  # torch.compile's mode for the decode step
+    gqa_decode: bool = False  # sfteval.model.attention: the KV cache read once per key/value head
+    dequantize_once: bool = False  # HF 4-bit: NF4 weights dequantized to bf16 at load (sfteval.model.nf4)
+    merge_adapter: bool = False
+    llm_int8_threshold: float = 6.0
+    output: str | None = None  # a .json file or a folder; None = eval_responses/<auto name>
+    resume: str | None = None  # a .partial.jsonl or .json path, or "auto" for the newest match
+    progress: bool = True
+
+
+@dataclass
+class RunPaths:
+    output: Path
+
+    @property
+    def stem(self) -> str:
+        return self.output.name[: -len(".json")]
+
+    @property
+    def partial(self) -> Path:
+        return self.output.with_name(self.stem + PARTIAL_SUFFIX)
+
+    @property
+    def official(self) -> Path:
+        return self.output.with_name(self.stem + OFFICIAL_SUFFIX)
+
+    @classmethod
+    def from_any(cls, path: str | Path) -> RunPaths:
+        """The run a path belongs to: its output .json, its .partial.jsonl or its .official.jsonl."""
+        path = Path(path)
+        for suffix in (PARTIAL_SUFFIX, OFFICIAL_SUFFIX):
+            if path.name.endswith(suffix):
+                return cls(path.with_name(path.name[: -len(suffix)] + ".json"))
+        if path.suffix != ".json":
+            raise UserError(f"{path}: expected a responses .json file or its {PARTIAL_SUFFIX} side file")
+        return cls(path)
+
+
+@dataclass
+class RunResult:
+    output: Path
+    official: Path
+    status: str  # "written" or "already complete"
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- side file
+
+
+@dataclass
+class Partial:
+    path: Path
+    header: dict[str, Any]
+    rows: list[dict[str, Any]]
+    batches: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
+    good_bytes: int  # length of the readable part; a line cut short by a crash lies beyond it
+    torn_tail: bool
+
+
+def read_partial(path: str | Path) -> Partial:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no unfinished run at {path}")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    # Every complete line ends in "\n"; whatever follows the last "\n" was cut short by a crash.
+    tail = lines.pop()
+    good_bytes = len(data) - len(tail)
+    objects = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path} line {number} is not valid JSON; the side file is damaged") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path} line {number} is not a JSON object; the side file is damaged")
+        objects.append(obj)
+    if not objects or objects[0].get("kind") != PARTIAL_KIND:
+        raise UserError(
+            f"{path} is not a side file of eval_generate.py (its first line is not a {PARTIAL_KIND} header)"
+        )
+    header, rows, batches, sessions = objects[0], [], [], []
+    for obj in objects[1:]:
+        if "key" in obj:
+            rows.append(obj)
+        elif "batch" in obj:
+            batches.append(obj["batch"])
+        elif "session" in obj:
+            sessions.append(obj["session"])
+    return Partial(path, header, rows, batches, sessions, good_bytes, bool(tail.strip()))
+
+
+class SideFile:
+    """Appends lines and forces them to disk, so a crash loses at most the batch in flight."""
+
+    def __init__(self, path: Path, truncate_to: int | None = None):
+        if truncate_to is not None:
+            with open(path, "r+b") as handle:
+                handle.truncate(truncate_to)
+        self.path = path
+        self.handle = open(path, "a", encoding="utf-8", newline="\n")
+
+    def append(self, objects: Sequence[dict[str, Any]]) -> None:
+        self.handle.write("".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def differing(current: dict[str, Any], recorded: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    return [k for k in keys if current.get(k) != recorded.get(k)]
+
+
+def find_partial(folder: Path, settings: dict[str, Any]) -> Path:
+    """The newest side file in `folder` whose settings match; a one-line error naming what
+    differs when none does."""
+    candidates = sorted(folder.glob("*" + PARTIAL_SUFFIX), key=lambda p: p.stat().st_mtime, reverse=True)
+    closest: tuple[Path, list[str]] | None = None
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                header = json.loads(handle.readline())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(header, dict) or header.get("kind") != PARTIAL_KIND:
+            continue
+        diff = differing(settings, header.get("settings", {}), list(settings))
+        if not diff:
+            return path
+        if closest is None:
+            closest = (path, diff)
+    if closest is None:
+        raise UserError(f"--resume: no unfinished run ({PARTIAL_SUFFIX} file) in {folder}")
+    raise UserError(
+        f"--resume: no unfinished run in {folder} matches these settings "
+        f"(the newest, {closest[0].name}, differs in: {', '.join(closest[1])})"
+    )
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def model_identity(name: str) -> str:
+    """A local model as its absolute path (so ./m and m match), a hub name as it is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def early_settings(
+    config: RunConfig, model_name: str, loader: str, prompt_info: dict[str, Any], n_prompts: int
+) -> dict[str, Any]:
+    settings = generation.GenerationSettings(max_new_tokens=config.max_new_tokens, seed=config.seed).to_dict()
+    return {
+        "model": model_identity(model_name),
+        "adapter": str(Path(config.adapter).expanduser().resolve()) if config.adapter else None,
+        "precision": config.precision,
+        "loader": loader,
+        "llm_int8_threshold": config.llm_int8_threshold if config.precision == "8bit" else None,
+        "merge_adapter": config.merge_adapter,
+        "generation": settings,
+        "prompt_set_sha256": prompt_info["sha256"],
+        "n_prompts": n_prompts,
+    }
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def auto_batch_size(model: Any, n_prompts: int, longest_prompt: int, max_new_tokens: int) -> int:
+    """As many sequences as the free GPU memory holds at full length (see fit_batch_size);
+    a fixed small size on a CPU. Out-of-memory batches are still split, so this only has to be close."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return max(1, min(n_prompts, CPU_BATCH_SIZE))
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    dtype_bytes = 4 if model.dtype == torch.float32 else 2
+    free, _total = torch.cuda.mem_get_info()
+    return fit_batch_size(
+        free_bytes=free,
+        kv_bytes_per_token=2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes,
+        activation_bytes_per_token=(2 * cfg.intermediate_size + 4 * cfg.hidden_size) * dtype_bytes,
+        longest_prompt=longest_prompt,
+        max_new_tokens=max_new_tokens,
+        n_prompts=n_prompts,
+    )
+
+
+def fit_batch_size(
+    free_bytes: int,
+    kv_bytes_per_token: int,
+    activation_bytes_per_token: int,
+    longest_prompt: int,
+    max_new_tokens: int,
+    n_prompts: int,
+) -> int:
+    """Sequences per batch such that the larger of two peaks fits in GPU_MEMORY_SHARE of the free
+    memory less GPU_RESERVE_BYTES: decoding (the KV cache at full length, +15% for the cache
+    growing step by step) or the prefill (the prompt's KV plus its layer activations).
+    Llama-3.1-8B in bf16 on an 80 GB card: 128 KiB of KV per token, about 63 GB free after
+    loading, prompts up to about 410 tokens + 1280 new: 213, so 541 prompts run as 3 x 181."""
+    decode = 1.15 * (longest_prompt + max_new_tokens) * kv_bytes_per_token
+    prefill = longest_prompt * (kv_bytes_per_token + activation_bytes_per_token)
+    budget = free_bytes * GPU_MEMORY_SHARE - GPU_RESERVE_BYTES
+    return max(1, min(n_prompts, MAX_AUTO_BATCH_SIZE, int(budget // max(decode, prefill))))
+
+
+class Batcher:
+    """Hands out batches from prompts sorted by length, longest first. Batches are balanced:
+    541 prompts at batch size 256 become 181 + 180 + 180 rather than 256 + 256 + 29. After an
+    out-of-memory split the batch size drops to the size that worked, for the rest of the run."""
+
+    def __init__(self, order: Sequence[int], batch_size: int):
+        self.pending = deque(order)
+        self.batch_size = batch_size
+        self.oom_splits = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def next_batch(self) -> list[int]:
+        n = len(self.pending)
+        size = math.ceil(n / math.ceil(n / self.batch_size))
+        return [self.pending.popleft() for _ in range(size)]
+
+    def shrink(self, size: int) -> None:
+        self.oom_splits += 1
+        self.batch_size = max(1, min(self.batch_size, size))
+
+
+def length_order(lengths: Sequence[int], pending: set[int] | None = None) -> list[int]:
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [i for i in order if pending is None or i in pending]
+
+
+def generate_split(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[Sequence[int]],
+    indices: list[int],
+    settings: generation.GenerationSettings,
+    stop_ids: Sequence[int],
+    options: dict[str, Any],
+    on_split: Callable[[int], None],
+) -> Iterator[list[tuple[int, generation.Completion]]]:
+    """Generate for `indices`, yielding each finished (sub-)batch; a batch that runs out of GPU
+    memory is halved and each half retried, so finished halves are kept."""
+    import torch
+
+    failed = False
+    try:
+        completions = generation.generate_batch(
+            model, tokenizer, [encoded[i] for i in indices], settings, stop_ids, **options
+        )
+    except (RuntimeError, torch.OutOfMemoryError) as err:
+        if not generation.is_oom(err):
+            raise
+        failed = True
+    if not failed:
+        yield list(zip(indices, completions))
+        return
+    # Outside the except block, so the failed call's tensors can be freed before the retry.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if len(indices) == 1:
+        raise UserError("out of GPU memory on a single prompt; lower --max-new-tokens or use --precision 4bit")
+    half = len(indices) // 2
+    on_split(half)
+    for part in (indices[:half], indices[half:]):
+        yield from generate_split(model, tokenizer, encoded, part, settings, stop_ids, options, on_split)
+
+
+def speed_options(config: RunConfig, longest_prompt: int) -> dict[str, Any]:
+    """Extra `generate` arguments for the speed knobs; empty by default."""
+    if not config.static_cache:
+        return {}
+    # One cache length for every batch (the longest prompt + max_new_tokens), so a compiled
+    # decode step is reused instead of recompiled per batch.
+    options: dict[str, Any] = {
+        "cache_implementation": "static",
+        "max_cache_len": longest_prompt + config.max_new_tokens,
+    }
+    if not config.compile:
+        options["disable_compile"] = True
+    elif config.compile_mode != DEFAULT_COMPILE_MODE:
+        from transformers import CompileConfig
+
+        options["compile_config"] = CompileConfig(mode=config.compile_mode)
+    return options
+
+
+def peak_gpu_gb() -> float | None:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e9, 3)
+
+
+def was_compiled(model: Any) -> bool:
+    """Whether transformers compiled the decode step (it silently skips models it deems not compileable)."""
+    from sfteval.model import loading
+
+    return getattr(loading.unwrap_peft(model), "_compiled_call", None) is not None
+
+
+def ensure_left_padding(tokenizer: Any) -> bool:
+    """Re-assert left padding; True when the tokenizer had been flipped (unsloth issue #3283)."""
+    if getattr(tokenizer, "padding_side", "left") != "left":
+        tokenizer.padding_side = "left"
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def check_config(config: RunConfig) -> None:
+    if config.batch_size is not None and config.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (or auto), got {config.batch_size}")
+    if config.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {config.limit}")
+    if config.compile and not config.static_cache:
+        raise UserError("--compile needs --static-cache (transformers compiles the decode step of a static cache)")
+    if config.compile_mode != DEFAULT_COMPILE_MODE and not config.compile:
+        raise UserError("--compile-mode needs --compile")
+    if config.dequantize_once and config.precision != "4bit":
+        raise UserError(f"--dequantize-once is for 4-bit weights; add --precision 4bit (got {config.precision})")
+    if config.merge_adapter:
+        if not config.adapter:
+            raise UserError("--merge-adapter needs --lora")
+        if config.precision not in ("bf16", "fp32"):
+            raise UserError("--merge-adapter works on bf16 or fp32 weights; a quantized base cannot take the merge")
+
+
+def default_output(folder: Path, model_name: str, adapter: str | None, precision: str) -> Path:
+    name = records.slug(model_name) + (f"_{records.slug(adapter)}" if adapter else "")
+    base = folder / f"{name}_{precision}_{records.timestamp()}.json"
+    for n in range(10_000):
+        candidate = RunPaths(base if n == 0 else base.with_name(f"{base.stem}_{n}.json"))
+        if not any(p.exists() for p in (candidate.output, candidate.partial, candidate.official)):
+            return candidate.output
+    raise UserError(f"could not find a free output name in {folder}")
+
+
+def output_is_file(config: RunConfig) -> bool:
+    """--output names a file when it ends in .json; anything else is a folder."""
+    return config.output is not None and config.output.endswith(".json") and not Path(config.output).is_dir()
+
+
+def output_folder(config: RunConfig) -> Path:
+    if config.output is None:
+        return DEFAULT_DIR
+    return Path(config.output).parent if output_is_file(config) else Path(config.output)
+
+
+def choose_paths(config: RunConfig, settings: dict[str, Any], model_name: str) -> tuple[RunPaths, bool]:
+    """(paths, resuming). A fresh run refuses any existing file of its name."""
+    explicit_file = output_is_file(config)
+    if config.resume:
+        if config.resume != "auto":
+            paths = RunPaths.from_any(config.resume)
+            if explicit_file and RunPaths.from_any(config.output).output != paths.output:
+                raise UserError("--output and --resume name different runs; give only --resume PATH")
+        elif explicit_file:
+            paths = RunPaths.from_any(config.output)
+        else:
+            paths = RunPaths.from_any(find_partial(output_folder(config), settings))
+        return paths, True
+    if explicit_file:
+        paths = RunPaths.from_any(config.output)
+    else:
+        paths = RunPaths(default_output(output_folder(config), model_name, config.adapter, config.precision))
+    if paths.output.exists() or paths.official.exists():
+        raise UserError(f"{paths.output} already exists; nothing is overwritten (choose another --output)")
+    if paths.partial.exists():
+        raise UserError(f"{paths.partial} holds an unfinished run; pass --resume {paths.partial} to complete it")
+    return paths, False
+
+
+@dataclass
+class Job:
+    """A run worked out before any model is loaded: what to generate, where, and what is done."""
+
+    config: RunConfig
+    model_name: str
+    train_config: dict[str, Any] | None
+    prompt_info: dict[str, Any]
+    selected: list[dict[str, Any]]
+    loader: str
+    has_cuda: bool
+    settings: dict[str, Any]
+    paths: RunPaths
+    partial: Partial | None  # the side file being resumed
+
+
+@dataclass
+class Ready:
+    """The loaded model and what loading it decided."""
+
+    loaded: Any  # loading.LoadedModel
+    model: Any
+    template: str
+    stop_ids: list[int]
+    encoded: list[list[int]]
+    batch_size: int
+    # HF 4-bit: "bitsandbytes" (its kernel), "torch" (sfteval.model.nf4, compiled) or "once" (bf16 weights)
+    nf4_dequantize: str | None
+
+
+def plan(config: RunConfig) -> Job:
+    """Every check that needs no model: flags, adapter, model path, prompts, output names, and
+    for --resume the side file and its settings. Errors here cost seconds, not a model load."""
+    from sfteval.model import loading
+
+    check_config(config)
+    model_name, train_config = loading.resolve_base_model(config.model, config.adapter)
+    loading.check_model_source(model_name)
+    rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
+    selected = rows[: config.limit] if config.limit else rows
+    has_cuda = loading.cuda_available()
+    loader = loading.choose_loader(config.precision, config.use_hf, has_cuda, has_cuda and loading.unsloth_installed())
+    if config.compile and not has_cuda:
+        raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
+    if config.merge_adapter and loader != "hf":
+        raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
+    if config.dequantize_once and loader != "hf":
+        raise UserError("--dequantize-once changes transformers' 4-bit layers; add --use-hf")
+    if config.gqa_decode and loader != "hf":
+        raise UserError("--gqa-decode changes transformers' attention; add --use-hf")
+    if config.compile and loader == "hf" and not config.gqa_decode:
+        # 8B shape, H100 (bench/README.md): compiled without it was slower than eager; with it, 3.6x faster.
+        print(
+            "note: a static cache always carries a mask, so without --gqa-decode every compiled step copies "
+            "the KV cache per query head; add --gqa-decode for the fast path",
+            file=sys.stderr,
+        )
+    settings = early_settings(config, model_name, loader, prompt_info, len(selected))
+    paths, resuming = choose_paths(config, settings, model_name)
+    partial = None
+    if resuming and not paths.output.exists():
+        partial = read_partial(paths.partial)
+        diff = differing(settings, partial.header.get("settings", {}), list(settings))
+        if diff:
+            raise UserError(f"--resume: {paths.partial.name} was made with other settings ({', '.join(diff)} differ)")
+    return Job(config, model_name, train_config, prompt_info, selected, loader, has_cuda, settings, paths, partial)
+
+
+def load(job: Job, log: Callable[[str], None]) -> Ready:
+    from sfteval import prompts
+    from sfteval.model import loading
+
+    config = job.config
+    loaded = loading.load_model(
+        loading.ModelSpec(
+            model=job.model_name,
+            precision=config.precision,
+            use_hf=config.use_hf,
+            lora=config.adapter,
+            llm_int8_threshold=config.llm_int8_threshold,
+        )
+    )
+    if loaded.info["loader"] != job.loader:
+        raise AssertionError(f"loader {loaded.info['loader']} differs from the predicted {job.loader}")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if config.merge_adapter:
+        model = model.merge_and_unload()
+    if config.gqa_decode:
+        from sfteval.model import attention
+
+        attention.use_gqa_decode(model)
+    nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
+    if config.dequantize_once:
+        from sfteval.model import nf4
+
+        log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
+        nf4_dequantize = "once"
+    if config.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
+        if config.precision == "8bit" and config.llm_int8_threshold > 0:
+            # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
+            # limit and the run did not finish its warm-up; at threshold 0 compiling made it 3.9x faster.
+            log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
+        elif not loading.allow_bitsandbytes_compile(model):
+            log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
+        elif config.precision == "4bit" and not config.dequantize_once:
+            from sfteval.model import nf4
+
+            # 8B shape, H100 (bench/README.md): a compiled 4-bit step took 2.7x bf16's time with
+            # bitsandbytes' dequantization kernel, 1.7x with this one.
+            log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
+            nf4_dequantize = "torch"
+    adapter_template = (job.train_config or {}).get("template")
+    template = prompts.resolve_template(config.template, tokenizer, adapter_template)
+    if adapter_template and template != adapter_template:
+        log(f"warning: the adapter was trained with the {adapter_template} template; generating with {template}")
+    stop_ids = generation.stop_token_ids(tokenizer, model, template)
+    stop_ids += [i for i in adapter_stop_ids(tokenizer, job.train_config) if i not in stop_ids]
+    job.settings.update(template=template, stop_token_ids=stop_ids)
+    if job.partial is not None:
+        diff = differing(job.settings, job.partial.header.get("settings", {}), LATE_SETTINGS)
+        if diff:
+            raise UserError(
+                f"--resume: {job.partial.path.name} was made with other settings ({', '.join(diff)} differ)"
+            )
+    encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
+    longest = max(len(ids) for ids in encoded)
+    batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
+    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize)
+
+
+def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> SideFile:
+    paths = job.paths
+    if job.partial is None:
+        paths.output.parent.mkdir(parents=True, exist_ok=True)
+        header = {
+            "kind": PARTIAL_KIND,
+            "schema_version": records.SCHEMA_VERSION,
+            "output": paths.output.name,
+            "created_at": records.now_iso(),
+            "settings": job.settings,
+        }
+        with open(paths.partial, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
+            handle.write(json.dumps(header, ensure_ascii=False) + "\n")
+        side = SideFile(paths.partial)
+    else:
+        if job.partial.torn_tail:
+            log(f"dropping a line cut short by the crash at the end of {paths.partial.name}")
+        side = SideFile(paths.partial, truncate_to=job.partial.good_bytes)
+    side.append([{"session": session}])
+    return side
+
+
+def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResult:
+    """Generate (or complete) the responses file described by `config`."""
+    log = log or (lambda text: print(text, file=sys.stderr))
+    job = plan(config)
+    paths = job.paths
+    if paths.output.exists():  # --resume of a finished run; a crash may have come before its last steps
+        if not paths.official.exists():
+            write_official(paths.official, records.read_json(paths.output, "responses file")["responses"])
+        paths.partial.unlink(missing_ok=True)
+        return RunResult(paths.output, paths.official, "already complete")
+
+    import torch
+
+    if job.has_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    ready = load(job, log)  # first: unsloth must be imported before transformers
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    done = done_rows(job.partial, job.selected) if job.partial else {}
+    session = {
+        "index": len(job.partial.sessions) if job.partial else 0,
+        "started_at": records.now_iso(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "host": platform.node(),
+        "gpu": torch.cuda.get_device_name(0) if job.has_cuda else None,
+        "batch_size": ready.batch_size,
+        "batch_size_requested": config.batch_size or "auto",
+        "static_cache": config.static_cache,
+        "compile": config.compile,
+        "compile_mode": config.compile_mode if config.compile else None,
+        "gqa_decode": config.gqa_decode,
+        "nf4_dequantize": ready.nf4_dequantize,
+        "load_seconds": round(time.perf_counter() - started, 2),
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+        "rows_before": len(done),
+    }
+    side = open_side_file(job, session, log)
+    knobs = " | static cache" + (" + compile" if config.compile else "") if config.static_cache else ""
+    knobs += " | GQA decode" if config.gqa_decode else ""
+    log(
+        f"[{job.model_name} | adapter {config.adapter} | {config.precision} | {job.loader} | template "
+        f"{ready.template} | {len(job.selected)} prompts, {len(done)} done | batch size {ready.batch_size}{knobs}]"
+        f" -> {paths.output}"
+    )
+    try:
+        resets = generate_pending(job, ready, done, session, side)
+    finally:
+        side.close()
+    document = build_document(job, ready, read_partial(paths.partial), resets)
+    records.write_json_atomic(paths.output, document)
+    write_official(paths.official, document["responses"])
+    paths.partial.unlink()
+    meta = document["metadata"]
+    keys = ("n_prompts", "tokens_generated", "tokens_per_second", "wall_seconds", "stop_reasons", "peak_gpu_memory_gb")
+    return RunResult(paths.output, paths.official, "written", {k: meta[k] for k in keys})
+
+
+def adapter_stop_ids(tokenizer: Any, train_config: dict[str, Any] | None) -> list[int]:
+    """The EOS the adapter was trained to end its answers with, as train.py records it
+    (`model.eos_token_id` / `model.eos_token` in train_config.json; top-level keys also read)."""
+    ids: list[int] = []
+    for place in (train_config or {}, (train_config or {}).get("model") or {}):
+        if isinstance(place.get("eos_token_id"), int):
+            ids.append(place["eos_token_id"])
+        token = place.get("eos_token")
+        vocab = tokenizer.get_vocab()
+        if isinstance(token, str) and token in vocab:
+            ids.append(vocab[token])
+    return ids
+
+
+def done_rows(partial: Partial, selected: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    wanted = {r["key"]: r for r in selected}
+    done: dict[int, dict[str, Any]] = {}
+    for row in partial.rows:
+        key = row.get("key")
+        if key not in wanted or row.get("prompt") != wanted[key]["prompt"]:
+            raise UserError(f"{partial.path} holds a response to a prompt (key {key}) that is not in this prompt set")
+        if key in done:
+            raise UserError(f"{partial.path} holds key {key} twice; the side file is damaged")
+        done[key] = row
+    return done
+
+
+def generate_pending(
+    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: SideFile
+) -> int:
+    """The batch loop over the prompts not yet in `done`; each finished (sub-)batch goes to the
+    side file at once. Returns how often the tokenizer's padding side had to be reset."""
+    from tqdm import tqdm
+
+    config, selected, encoded = job.config, job.selected, ready.encoded
+    tokenizer = ready.loaded.tokenizer
+    lengths = [len(ids) for ids in encoded]
+    pending = {i for i, row in enumerate(selected) if row["key"] not in done}
+    batcher = Batcher(length_order(lengths, pending), ready.batch_size)
+    settings = generation.GenerationSettings(max_new_tokens=config.max_new_tokens, seed=config.seed)
+    options = speed_options(config, max(lengths))
+    resets = 0
+    shape: tuple[int, int] | None = None  # (batch size setting, rows of its first batch)
+    bar = tqdm(total=len(selected), initial=len(done), unit="prompt", desc="generating", disable=not config.progress)
+    try:
+        while batcher:
+            batch = batcher.next_batch()
+            if shape is None or shape[0] != batcher.batch_size:
+                shape = (batcher.batch_size, len(batch))
+            # With a compiled static cache every batch keeps the first one's shape (extra rows
+            # repeat the last prompt and are dropped), so the decode step is compiled once.
+            padded = batch + [batch[-1]] * (shape[1] - len(batch)) if config.compile else batch
+            reset = ensure_left_padding(tokenizer)
+            resets += reset
+            started = time.perf_counter()
+            parts = generate_split(
+                ready.model, tokenizer, encoded, padded, settings, ready.stop_ids, options, batcher.shrink
+            )
+            for part in parts:
+                kept = []
+                for index, completion in part:
+                    key = selected[index]["key"]
+                    if key not in done:  # repeats added for the static shape are dropped
+                        done[key] = response_row(selected[index], completion)
+                        kept.append(done[key])
+                seconds = time.perf_counter() - started
+                tokens = sum(r["new_tokens"] for r in kept)
+                batch_record = {
+                    "session": session["index"],
+                    "rows": len(kept),
+                    "generated_rows": len(part),
+                    "from_split": len(part) < len(padded),
+                    "prompt_width": max(lengths[i] for i, _ in part),
+                    "seconds": round(seconds, 3),
+                    "new_tokens": tokens,
+                    "padding_side_reset": bool(reset),
+                    "compiled": was_compiled(ready.model) if config.compile else False,
+                    "peak_gpu_memory_gb": peak_gpu_gb(),
+                }
+                side.append([*kept, {"batch": batch_record}])
+                bar.update(len(kept))
+                bar.set_postfix(tok_s=f"{tokens / max(seconds, 1e-9):.0f}", batch=batcher.batch_size)
+                started = time.perf_counter()
+                reset = False
+    finally:
+        bar.close()
+    return resets
+
+
+def response_row(prompt_row: dict[str, Any], completion: generation.Completion) -> dict[str, Any]:
+    return {
+        "key": prompt_row["key"],
+        "prompt": prompt_row["prompt"],
+        "instruction_id_list": prompt_row["instruction_id_list"],
+        "kwargs": prompt_row["kwargs"],
+        "response": completion.text,
+        "new_tokens": completion.new_tokens,
+        "stop_reason": completion.stop_reason,
+    }
+
+
+def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int) -> dict[str, Any]:
+    """The `ifeval_responses` document from everything the side file holds, all sessions."""
+    config, selected = job.config, job.selected
+    by_key = {row["key"]: row for row in partial.rows}
+    missing = [r["key"] for r in selected if r["key"] not in by_key]
+    if missing or len(by_key) != len(partial.rows):
+        raise AssertionError(f"responses missing or repeated in {partial.path}: missing {missing[:5]}")
+    responses = [by_key[r["key"]] for r in selected]
+    wall = sum(b["seconds"] for b in partial.batches)
+    tokens = sum(r["new_tokens"] for r in responses)
+    peaks = [b["peak_gpu_memory_gb"] for b in partial.batches if b.get("peak_gpu_memory_gb") is not None]
+    sessions = []
+    for session in partial.sessions:
+        own = [b for b in partial.batches if b["session"] == session["index"]]
+        sessions.append(
+            {
+                **session,
+                "rows": sum(b["rows"] for b in own),
+                "generation_seconds": round(sum(b["seconds"] for b in own), 3),
+                "oom_split_parts": sum(1 for b in own if b.get("from_split")),
+            }
+        )
+    model, tokenizer = ready.model, ready.loaded.tokenizer
+    metadata = records.run_metadata(
+        model=job.model_name,
+        model_source=ready.loaded.info.get("model_source"),
+        adapter=config.adapter,
+        adapter_train_config=job.train_config,
+        precision=config.precision,
+        loader=job.loader,
+        template=ready.template,
+        llm_int8_threshold=config.llm_int8_threshold if config.precision == "8bit" else None,
+        merge_adapter=config.merge_adapter,
+        attn_implementation=getattr(getattr(model, "config", None), "_attn_implementation", None),
+        generation={
+            **job.settings["generation"],
+            "batch_size": ready.batch_size,
+            "batch_size_requested": config.batch_size or "auto",
+            "stop_token_ids": ready.stop_ids,
+            "stop_tokens": tokenizer.convert_ids_to_tokens(ready.stop_ids),
+            "static_cache": config.static_cache,
+            "compile": config.compile,
+            "compiled": any(b.get("compiled") for b in partial.batches),
+        },
+        prompt_set=job.prompt_info,
+        n_prompts=len(selected),
+        limit=config.limit,
+        wall_seconds=round(wall, 3),
+        tokens_generated=tokens,
+        tokens_per_second=round(tokens / wall, 2) if wall > 0 else None,
+        peak_gpu_memory_gb=max(peaks) if peaks else None,
+        load_seconds=ready.loaded.info.get("load_seconds"),
+        stop_reasons={reason: sum(r["stop_reason"] == reason for r in responses) for reason in ("eos", "length")},
+        batching={
+            "order": "prompt length, longest first; balanced batch sizes",
+            "batches": len(partial.batches),
+            "oom_split_parts": sum(1 for b in partial.batches if b.get("from_split")),
+        },
+        padding={"side": "left", "padding_side_resets": padding_resets, "note": PADDING_NOTE},
+        resumed=len(sessions) > 1,
+        sessions=sessions,
+        official_jsonl=job.paths.official.name,
+    )
+    return records.envelope(KIND, metadata, responses=responses)
+
+
+def write_official(path: Path, responses: list[dict[str, Any]]) -> Path:
+    """Google's scorer input: one {"prompt", "response"} object per line, prompt-set order."""
+    lines = [json.dumps({"prompt": r["prompt"], "response": r["response"]}, ensure_ascii=False) for r in responses]
+    return records.write_text_atomic(path, "\n".join(lines) + "\n")

@@ -1,0 +1,1 @@
+"""0-shot tinyMMLU: the log-prob run and the paired comparison."""

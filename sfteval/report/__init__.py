@@ -1,0 +1,1 @@
+"""Reporting: the results table and charts, and Weights & Biases logging."""

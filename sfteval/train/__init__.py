@@ -1,0 +1,1 @@
+"""LoRA / QLoRA training: alpaca data, recipes, the trainer for both backends, memory estimates."""

@@ -1,0 +1,792 @@
+"""LoRA / QLoRA supervised finetuning on alpaca data: settings, trainer setup for both
+backends, callbacks, resume, and the adapter folder with its train_config.json.
+
+Backends:
+- CUDA GPU: TRL's `SFTTrainer` (unsloth's patched one with the default loader, plain TRL with
+  --use-hf). It gets the pre-tokenized `input_ids`/`labels` from `sfteval.train.data` and builds its own
+  collator, so padding-free batching stays available (unsloth turns it off for custom collators).
+- CPU: transformers' `Trainer` with `sfteval.train.data`'s collators. TRL 1.15's `SFTTrainer` always
+  patches in a Triton LM head and cannot train on a CPU; the 8-bit optimizer needs CUDA, so
+  torch AdamW stands in and the fallback is recorded.
+
+Folders: the finished adapter goes to `--output-dir` (default `lora_model_<precision>`), which
+must not exist. While training, everything lives in `<output-dir>.partial/` (checkpoints, the
+settings of the run, the W&B run id); at the end the adapter, the tokenizer and
+train_config.json are written to a temporary folder there and renamed into place, so a crash
+never leaves a half-written adapter folder. `--resume` continues from the last checkpoint in
+`.partial/` with the same settings (optimizer, scheduler, RNG and data order restored).
+
+Test hooks (environment variables, used by tests/test_train.py):
+- SFTEVAL_TEST_KILL_AFTER_STEP=N: SIGKILL the process right after the checkpoint of step >= N.
+- SFTEVAL_TEST_BATCH_LOG=path: append one JSON line per training micro-batch with the
+  fingerprints of its examples (to check that a resumed run repeats no data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sfteval import records
+from sfteval.cli import UserError
+from sfteval.model import attention, loading
+from sfteval.train import data as data_mod
+
+TRAIN_CONFIG_KIND = "train_config"
+TEMPLATE = "alpaca"
+PARTIAL_SUFFIX = ".partial"
+RUN_SETTINGS_FILE = "run_settings.json"
+WANDB_ID_FILE = "wandb_run_id"
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")
+OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+REPORT_TO = ("auto", "wandb", "none")
+ATTENTIONS = ("sdpa", "varlen")
+# Settings that may change between an interrupted run and its --resume.
+RESUME_FREE = {
+    "resume",
+    "report_to",
+    "wandb_project",
+    "run_name",
+    "keep_checkpoints",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "eval_on_start",
+    "output_dir",
+    "token_budget",
+    "compile",
+    "attention",
+    "peft_input_cast",
+}
+
+
+@dataclass
+class TrainSettings:
+    """Every knob of a run. Defaults = Unsloth's Llama-3.1-8B Alpaca notebook (the seed recipe),
+    trained for one epoch instead of the notebook's 60-step demo."""
+
+    model: str = "unsloth/Meta-Llama-3.1-8B"
+    dataset: str = "yahma/alpaca-cleaned"
+    dataset_split: str = "train"
+    dataset_revision: str | None = None
+    limit: int | None = None
+    val_size: float = 0.0
+    max_length: int = 2048
+    overlong: str = "drop"
+    precision: str = "4bit"
+    use_hf: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] = loading.DEFAULT_LORA_TARGETS
+    learning_rate: float = 2e-4
+    optim: str = "adamw_8bit"
+    batch_size: int = 2
+    grad_accum: int = 4
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 5
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 3407
+    epochs: float = 1.0
+    max_steps: int | None = None
+    packing: bool | None = None  # None: the backend decides (unsloth: padding-free; hf: padded)
+    gradient_checkpointing: bool = True
+    group_by_length: bool = False  # batches of similar lengths: little padding, order still seeded
+    compile: bool = False  # transformers loader: torch.compile each decoder layer (shapes dynamic)
+    attention: str = "sdpa"  # transformers loader: "varlen" = flash varlen kernel for padding-free rows
+    peft_input_cast: bool = False  # keep peft's fp32 copies of LoRA inputs (same numbers under autocast)
+    token_budget: int | None = None  # unsloth: split micro-batches above this many tokens (same gradients)
+    logging_steps: int = 1
+    save_steps: int = 200
+    save_total_limit: int = 2
+    eval_steps: int | None = None
+    eval_on_start: bool = False
+    output_dir: str | None = None
+    report_to: str = "auto"
+    wandb_project: str = "sfteval"
+    run_name: str | None = None
+    resume: bool = False
+    keep_checkpoints: bool = False
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def lora(self) -> loading.LoraSettings:
+        return loading.LoraSettings(
+            r=self.lora_r,
+            alpha=self.lora_alpha,
+            dropout=self.lora_dropout,
+            target_modules=tuple(self.target_modules),
+            gradient_checkpointing=self.gradient_checkpointing,
+            seed=self.seed,
+        )
+
+    def validate(self) -> None:
+        checks = [
+            (self.precision in ("bf16", "8bit", "4bit", "fp32"), f"unknown --precision {self.precision}"),
+            (self.optim in OPTIMIZERS, f"unknown --optim {self.optim}; choose one of {', '.join(OPTIMIZERS)}"),
+            (self.lr_scheduler in SCHEDULERS, f"unknown --lr-scheduler {self.lr_scheduler}"),
+            (self.report_to in REPORT_TO, f"unknown --report-to {self.report_to}"),
+            (self.overlong in data_mod.OVERLONG_POLICIES, f"unknown --overlong {self.overlong}"),
+            (self.learning_rate > 0, "--lr must be positive"),
+            (self.epochs > 0, "--epochs must be positive"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+            (self.val_size >= 0, "--val-size must be >= 0"),
+            (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+            (bool(self.target_modules), "--target-modules is empty"),
+            (self.token_budget is None or self.token_budget >= 1, "--token-budget must be at least 1"),
+            (
+                self.attention in ATTENTIONS,
+                f"unknown --attention {self.attention}; choose one of {', '.join(ATTENTIONS)}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["target_modules"] = list(self.target_modules)
+        return out
+
+
+def default_output_dir(precision: str) -> str:
+    return f"lora_model_{precision}"
+
+
+def partial_dir(output_dir: Path) -> Path:
+    return output_dir.with_name(output_dir.name + PARTIAL_SUFFIX)
+
+
+# ---------------------------------------------------------------- folders and resume
+
+
+@dataclass
+class RunPaths:
+    output: Path
+    work: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+
+def plan_paths(settings: TrainSettings) -> RunPaths:
+    """Refuse to overwrite a finished adapter; find or refuse an unfinished run."""
+    output = Path(settings.output_dir or default_output_dir(settings.precision)).expanduser()
+    paths = RunPaths(output=output, work=partial_dir(output))
+    if output.exists():
+        raise UserError(
+            f"{output} already exists and nothing is overwritten; pass another --output-dir"
+            + (" (that run already finished)" if settings.resume else "")
+        )
+    if paths.work.exists() and not settings.resume:
+        raise UserError(
+            f"an unfinished run is in {paths.work}; pass --resume to continue it, or delete that folder to start over"
+        )
+    if settings.resume and not paths.work.exists():
+        raise UserError(f"--resume: there is no unfinished run in {paths.work}")
+    return paths
+
+
+def check_resume_settings(settings: TrainSettings, saved: dict[str, Any]) -> None:
+    current = settings.to_dict()
+    differing = [
+        f"{key} ({saved.get(key)!r} before, {current[key]!r} now)"
+        for key in current
+        if key not in RESUME_FREE and saved.get(key) != current[key]
+    ]
+    if differing:
+        raise UserError("--resume needs the interrupted run's settings; these differ: " + "; ".join(differing))
+
+
+def last_checkpoint(paths: RunPaths) -> str | None:
+    if not paths.checkpoints.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(paths.checkpoints))
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def setup_wandb(settings: TrainSettings, paths: RunPaths, config: dict[str, Any]) -> Any:
+    """Start (or continue, on --resume) the W&B run; None when not reporting. Without a
+    login the run goes offline (`wandb sync` uploads it later) and training goes on."""
+    if settings.report_to == "none":
+        return None
+    disabled = os.environ.get("WANDB_MODE", "").lower() == "disabled" or os.environ.get(
+        "WANDB_DISABLED", ""
+    ).lower() in ("1", "true", "yes")
+    if disabled:
+        notice("W&B is disabled by WANDB_MODE/WANDB_DISABLED; not logging to W&B")
+        return None
+    try:
+        import wandb
+    except ImportError:
+        if settings.report_to == "wandb":
+            raise UserError("--report-to wandb needs the wandb package: pip install wandb") from None
+        notice("wandb is not installed, so this run is not logged to W&B (pass --report-to none to silence this)")
+        return None
+    if os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun") and not has_wandb_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+        notice("no W&B login found (WANDB_API_KEY or ~/.netrc): logging offline; upload later with `wandb sync`")
+    id_file = paths.work / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    try:
+        run = wandb.init(
+            project=settings.wandb_project,
+            name=settings.run_name or paths.output.name,
+            config=config,
+            id=run_id,
+            resume="allow",
+        )
+    except Exception as err:  # network, auth: say so in one line
+        raise UserError(f"could not start W&B ({loading.first_line(err)}); pass --report-to none") from None
+    id_file.write_text(run.id)
+    os.environ.setdefault("WANDB_PROJECT", settings.wandb_project)
+    return wandb
+
+
+def notice(message: str) -> None:
+    print(f"notice: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
+    """(throughput callback, test-hook callbacks). Imports transformers, so call after the model loads."""
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Real (non-pad) tokens per second, GPU memory, per-step times; adds them to every
+        training log entry, so W&B and the console show them next to loss, lr and grad norm."""
+
+        def __init__(self) -> None:
+            self.sync = sync_cuda
+            self.step_marks: list[tuple[int, float, int]] = []  # (global step, time, tokens seen)
+            self.train_started = self.train_ended = None
+            self.tokens_at_start = 0
+            self._window = (0.0, 0)
+
+        def _now(self) -> float:
+            if self.sync:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.train_started = self._now()
+            self.tokens_at_start = state.num_input_tokens_seen
+            self._window = (self.train_started, state.num_input_tokens_seen)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_marks.append((state.global_step, self._now(), state.num_input_tokens_seen))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None or "loss" not in logs:
+                return
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            started, tokens_before = self._window
+            if now > started:
+                logs["tokens_per_second"] = round((tokens - tokens_before) / (now - started), 1)
+            logs["tokens_seen"] = tokens
+            self._window = (now, tokens)
+            memory = gpu_memory()
+            if memory:
+                logs["gpu_memory_gb"] = memory["allocated_gb"]
+                logs["gpu_peak_memory_gb"] = memory["peak_allocated_gb"]
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.train_ended = self._now()
+
+        def session_tokens(self, state) -> int:
+            return state.num_input_tokens_seen - self.tokens_at_start
+
+        def window(self, first_step: int, last_step: int | None = None) -> dict[str, float] | None:
+            """Tokens/s over the steps from `first_step` to `last_step` (the bench skips warm-up steps)."""
+            marks = [m for m in self.step_marks if m[0] >= first_step and (last_step is None or m[0] <= last_step)]
+            if len(marks) < 2:
+                return None
+            (s0, t0, k0), (s1, t1, k1) = marks[0], marks[-1]
+            return {"steps": s1 - s0, "seconds": t1 - t0, "tokens": k1 - k0, "tokens_per_second": (k1 - k0) / (t1 - t0)}
+
+    class KillAfterCheckpoint(TrainerCallback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= self.step:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    hooks = []
+    kill_step = os.environ.get("SFTEVAL_TEST_KILL_AFTER_STEP")
+    if kill_step:
+        hooks.append(KillAfterCheckpoint(int(kill_step)))
+    return Throughput(), hooks
+
+
+def gpu_memory() -> dict[str, float] | None:
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return {
+        "allocated_gb": round(torch.cuda.memory_allocated() / 1e9, 3),
+        "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+        "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
+    }
+
+
+def install_batch_log(model: Any, path: str) -> None:
+    """Test hook: record which examples each training micro-batch holds."""
+
+    def hook(module, args, kwargs):
+        if not module.training:
+            return None
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            return None
+        rows = []
+        if "position_ids" in kwargs and kwargs.get("attention_mask") is None and ids.shape[0] == 1:
+            flat, pos = ids[0].tolist(), kwargs["position_ids"][0].tolist()
+            starts = [i for i, p in enumerate(pos) if p == 0] + [len(flat)]
+            rows = [flat[a:b] for a, b in zip(starts, starts[1:])]
+        else:
+            mask = kwargs.get("attention_mask")
+            for r in range(ids.shape[0]):
+                row = ids[r] if mask is None else ids[r][mask[r].bool()]
+                rows.append(row.tolist())
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps([data_mod.fingerprint(row) for row in rows]) + "\n")
+        return None
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def resolve_optimizer(optim: str, has_cuda: bool) -> tuple[str, str | None]:
+    """The optimizer to use and, if it differs from the requested one, why."""
+    if optim in EIGHT_BIT_OPTIMIZERS:
+        if not has_cuda:
+            return "adamw_torch", f"{optim} needs CUDA (bitsandbytes); using torch AdamW on this CPU"
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return "adamw_torch", f"{optim} needs bitsandbytes, which is not installed; using torch AdamW"
+    if optim == "adamw_torch_fused" and not has_cuda:
+        return "adamw_torch", "adamw_torch_fused needs CUDA; using torch AdamW on this CPU"
+    return optim, None
+
+
+@dataclass
+class BuiltTrainer:
+    trainer: Any
+    throughput: Any
+    backend: str  # "trl" or "transformers"
+    optimizer: str
+    optimizer_note: str | None
+    packing_requested: bool | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def packing_used(self) -> bool:
+        args = self.trainer.args
+        if self.backend == "trl":
+            return bool(getattr(args, "padding_free", False))
+        return isinstance(self.trainer.data_collator, data_mod.PaddingFreeCollator)
+
+
+def build_trainer(
+    settings: TrainSettings,
+    loaded: loading.LoadedModel,
+    tokenized: data_mod.TokenizedData,
+    checkpoint_dir: str,
+    report_to: str = "none",
+    save: bool = True,
+    sync_cuda: bool = False,
+    use_trl: bool | None = None,
+) -> BuiltTrainer:
+    """TRL's SFTTrainer on a CUDA GPU, transformers' Trainer on a CPU (`use_trl` overrides, for tests)."""
+    has_cuda = loaded.info["device"] == "cuda"
+    use_trl = has_cuda if use_trl is None else use_trl
+    optim, optim_note = resolve_optimizer(settings.optim, has_cuda)
+    train_ds = data_mod.to_dataset(tokenized.train)
+    val_ds = data_mod.to_dataset(tokenized.val) if tokenized.val else None
+    evaluating = val_ds is not None
+    common: dict[str, Any] = {
+        "output_dir": checkpoint_dir,
+        "per_device_train_batch_size": settings.batch_size,
+        "per_device_eval_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler,
+        "warmup_steps": settings.warmup_steps,
+        "weight_decay": settings.weight_decay,
+        "max_grad_norm": settings.max_grad_norm,
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps or -1,
+        "optim": optim,
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "logging_steps": settings.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps" if save else "no",
+        "save_steps": settings.save_steps,
+        "save_total_limit": settings.save_total_limit,
+        "eval_strategy": "steps" if evaluating and settings.eval_steps else "no",
+        "eval_steps": settings.eval_steps,
+        "eval_on_start": bool(evaluating and settings.eval_on_start),
+        "report_to": report_to,
+        "run_name": settings.run_name,
+        "bf16": has_cuda and settings.precision != "fp32",
+        "fp16": False,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "train_sampling_strategy": "group_by_length" if settings.group_by_length else "random",
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "include_num_input_tokens_seen": "non_padding",
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": has_cuda,
+        "save_only_model": False,
+        "disable_tqdm": False,
+    }
+    throughput, hooks = make_callbacks(sync_cuda)
+    notes: list[str] = []
+    if settings.token_budget:
+        if loaded.info["loader"] == "unsloth":
+            # Read by unsloth when the SFTTrainer is built: a micro-batch holding more real tokens
+            # runs as several forward/backward passes over whole examples, each divided by the same
+            # token count, so the gradient is the unsplit one and long batches cannot run out of memory.
+            os.environ["UNSLOTH_TOKEN_BUDGET"] = str(settings.token_budget)
+        else:
+            notes.append("--token-budget needs the unsloth loader; ignored")
+    notes.extend(speed_up_hf_model(settings, loaded, autocast=common["bf16"]))
+    if use_trl:
+        # After `import unsloth` (loading.pick_loader) these are unsloth's patched classes.
+        from trl import SFTConfig, SFTTrainer
+
+        extra: dict[str, Any] = {"max_length": None, "packing": False, "dataset_num_proc": None}
+        if settings.packing is not None:
+            extra["padding_free"] = settings.packing
+        args = SFTConfig(**common, **extra)
+        trainer = SFTTrainer(
+            model=loaded.model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            processing_class=loaded.tokenizer,
+            callbacks=hooks,
+        )
+        backend = "trl"
+    else:
+        from transformers import Trainer, TrainingArguments
+
+        if settings.packing:
+            collator: Any = data_mod.PaddingFreeCollator()
+        else:
+            collator = data_mod.PaddedCollator(loaded.tokenizer.pad_token_id)
+        args = TrainingArguments(**common)
+        trainer = Trainer(
+            model=loaded.model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            data_collator=collator,
+            processing_class=loaded.tokenizer,
+            callbacks=hooks,
+        )
+        backend = "transformers"
+    # First, so the numbers it adds to each log entry reach W&B and the console.
+    trainer.callback_handler.callbacks.insert(0, throughput)
+    batch_log = os.environ.get("SFTEVAL_TEST_BATCH_LOG")
+    if batch_log:
+        install_batch_log(loaded.model, batch_log)
+    return BuiltTrainer(trainer, throughput, backend, optim, optim_note, settings.packing, notes)
+
+
+def speed_up_hf_model(settings: TrainSettings, loaded: loading.LoadedModel, autocast: bool) -> list[str]:
+    """--attention varlen, --compile and dropping peft's input casts on the transformers loader;
+    returns notes on what was ignored."""
+    if loaded.info["loader"] != "hf":
+        flags = (("--compile", settings.compile), ("--attention varlen", settings.attention == "varlen"))
+        asked = [flag for flag, on in flags if on]
+        if not asked:
+            return []
+        return [f"{' and '.join(asked)}: for the transformers loader (--use-hf); unsloth has its own kernels; ignored"]
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if autocast and not settings.peft_input_cast:
+        # peft copies each LoRA input to the adapter's fp32 and autocast copies it back to bf16
+        # for the matmul: the same values, two activation-sized copies per LoRA layer and pass.
+        for module in loaded.model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.cast_input_dtype_enabled = False
+    if settings.attention == "varlen":
+        attention.use_varlen(loaded.model)
+    if settings.compile:
+        # Layer by layer: the 32 identical decoder layers compile once, and dynamic shapes keep
+        # padding-free rows of a new length from recompiling every step.
+        for layer in loading.unwrap_peft(loaded.model).get_decoder().layers:
+            layer.compile(dynamic=True)
+    return []
+
+
+# ---------------------------------------------------------------- the run
+
+
+def load_model(settings: TrainSettings) -> loading.LoadedModel:
+    spec = loading.ModelSpec(
+        model=settings.model,
+        precision=settings.precision,
+        use_hf=settings.use_hf,
+        max_seq_length=settings.max_length,
+    )
+    return loading.load_for_training(spec, settings.lora())
+
+
+def describe_data(stats: dict[str, Any]) -> str:
+    lengths = stats["train_lengths"]
+    return (
+        f"data: {stats['n_train']} train / {stats['n_val']} validation examples, "
+        f"{lengths['total']:,} train tokens (mean {lengths['mean']:.0f}, median {lengths['median']:.0f}, "
+        f"p95 {lengths['p95']:.0f}, max {lengths['max']}), {stats['train_label_tokens']:,} of them trained on; "
+        f"{stats['n_dropped_overlong']} dropped and {stats['n_truncated']} cut for --max-length {stats['max_length']}"
+    )
+
+
+def planned_steps(settings: TrainSettings, n_train: int) -> int:
+    if settings.max_steps:
+        return settings.max_steps
+    per_epoch = math.ceil(math.ceil(n_train / settings.batch_size) / settings.grad_accum)
+    return math.ceil(per_epoch * settings.epochs)
+
+
+def run(settings: TrainSettings) -> Path:
+    """Train and write the adapter folder; returns its path."""
+    started = time.perf_counter()
+    settings.validate()
+    paths = plan_paths(settings)
+    resume_from = None
+    if settings.resume:
+        saved_file = paths.work / RUN_SETTINGS_FILE
+        if saved_file.is_file():
+            check_resume_settings(settings, json.loads(saved_file.read_text(encoding="utf-8")))
+    # The data first: a bad dataset fails in a second, before a model is loaded.
+    rows, dataset_info = data_mod.load_records(
+        settings.dataset, settings.dataset_split, settings.dataset_revision, settings.limit
+    )
+    loaded = load_model(settings)
+    print(f"tokenizing {len(rows):,} records with the alpaca template ...", file=sys.stderr, flush=True)
+    tokenized = data_mod.prepare(
+        loaded.tokenizer, rows, settings.max_length, settings.overlong, settings.val_size, settings.seed
+    )
+    stats = tokenized.stats
+    message = data_mod.overlong_message(stats)
+    if message:
+        notice(message)
+    info = loaded.info
+    print(
+        f"model: {info['model']} ({info['loader']}, {info['precision']}, {info['device']}); "
+        f"LoRA r={settings.lora_r} alpha={settings.lora_alpha}: {info['trainable_parameters']:,} trainable of "
+        f"{info['total_parameters']:,} parameters; pad {info['pad_token']!r} != eos {info['eos_token']!r}",
+        file=sys.stderr,
+    )
+    print(describe_data(stats), file=sys.stderr)
+
+    paths.work.mkdir(parents=True, exist_ok=True)
+    settings_file = paths.work / RUN_SETTINGS_FILE
+    if not settings_file.is_file():
+        records.write_json_atomic(settings_file, settings.to_dict())
+    if settings.resume:
+        resume_from = last_checkpoint(paths)
+        if resume_from is None:
+            notice(f"--resume: no checkpoint in {paths.checkpoints} yet, so training starts from step 0")
+
+    run_config = {
+        "settings": settings.to_dict(),
+        "effective_batch": settings.effective_batch,
+        "dataset": data_mod.info_dict(dataset_info),
+        "data": stats,
+        "model": info,
+    }
+    wandb = setup_wandb(settings, paths, run_config)
+    built = build_trainer(settings, loaded, tokenized, str(paths.checkpoints), "wandb" if wandb else "none")
+    for note in ([built.optimizer_note] if built.optimizer_note else []) + built.notes:
+        notice(note)
+    trainer = built.trainer
+    print(
+        f"training: {planned_steps(settings, stats['n_train'])} steps of {settings.batch_size} x "
+        f"{settings.grad_accum} = {settings.effective_batch} examples, lr {settings.learning_rate:g}, "
+        f"{built.optimizer}, {type(trainer).__name__}, padding-free {built.packing_used}, "
+        f"gradient checkpointing {settings.gradient_checkpointing}"
+        + (f"; resuming from {resume_from}" if resume_from else ""),
+        file=sys.stderr,
+    )
+    try:
+        output = trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        notice(f"interrupted; continue later with the same flags plus --resume (checkpoints in {paths.checkpoints})")
+        raise
+    except RuntimeError as err:
+        if "out of memory" in str(err).lower():
+            raise UserError(
+                "out of GPU memory; lower --batch-size (raise --grad-accum to keep the effective batch), "
+                "keep gradient checkpointing on, or use --precision 4bit"
+            ) from None
+        raise
+    eval_final = None
+    if tokenized.val:
+        eval_final = trainer.evaluate().get("eval_loss")
+    train_config = make_train_config(settings, paths, built, loaded, dataset_info, stats, output, eval_final, started)
+    train_config["results"]["resumed_from"] = resume_from
+    save_adapter(loaded, paths, train_config)
+    if wandb is not None and wandb.run is not None:
+        wandb.run.summary.update({f"final/{k}": v for k, v in train_config["results"].items() if is_scalar(v)})
+        wandb.finish()
+    if not settings.keep_checkpoints:
+        shutil.rmtree(paths.work, ignore_errors=True)
+    results = train_config["results"]
+    print(
+        f"saved {paths.output}: step {results['global_step']}, train loss {fmt(results['train_loss_first'])} -> "
+        f"{fmt(results['train_loss_final'])}"
+        + (
+            f", validation loss {fmt(results['eval_loss_initial'])} -> {fmt(results['eval_loss_final'])}"
+            if tokenized.val
+            else ""
+        )
+        + f", {results['tokens_seen']:,} tokens at {results['tokens_per_second']:,.0f} tokens/s",
+        file=sys.stderr,
+    )
+    return paths.output
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool)) or value is None
+
+
+def make_train_config(
+    settings: TrainSettings,
+    paths: RunPaths,
+    built: BuiltTrainer,
+    loaded: loading.LoadedModel,
+    dataset_info: data_mod.DatasetInfo,
+    stats: dict[str, Any],
+    output: Any,
+    eval_final: float | None,
+    started: float,
+) -> dict[str, Any]:
+    trainer, throughput = built.trainer, built.throughput
+    state = trainer.state
+    train_logs = [entry for entry in state.log_history if "loss" in entry]
+    eval_logs = [entry for entry in state.log_history if "eval_loss" in entry]
+    train_seconds = (throughput.train_ended or time.perf_counter()) - (throughput.train_started or started)
+    session_tokens = throughput.session_tokens(state)
+    memory = gpu_memory()
+    hyper = settings.to_dict()
+    for key in ("output_dir", "resume", "report_to", "wandb_project", "run_name", "keep_checkpoints"):
+        hyper.pop(key)
+    hyper.update(
+        effective_batch=settings.effective_batch,
+        optim_used=built.optimizer,
+        optim_fallback=built.optimizer_note,
+        packing_used=built.packing_used,
+        bf16_autocast=bool(getattr(trainer.args, "bf16", False)),
+    )
+    metadata = records.run_metadata(settings=settings.to_dict(), trainer=type(trainer).__name__, backend=built.backend)
+    return records.envelope(
+        TRAIN_CONFIG_KIND,
+        metadata,
+        base_model=settings.model,
+        template=TEMPLATE,
+        loader=loaded.info["loader"],
+        precision=settings.precision,
+        dataset=data_mod.info_dict(dataset_info),
+        hyperparameters=hyper,
+        data=stats,
+        model={
+            key: loaded.info[key]
+            for key in (
+                "model_source",
+                "trainable_parameters",
+                "total_parameters",
+                "pad_token",
+                "pad_token_id",
+                "eos_token",
+                "eos_token_id",
+                "device",
+            )
+        },
+        results={
+            "global_step": state.global_step,
+            "max_steps": state.max_steps,
+            "epochs": round(state.epoch or 0.0, 4),
+            "tokens_seen": state.num_input_tokens_seen,
+            "train_loss_first": train_logs[0]["loss"] if train_logs else None,
+            "train_loss_final": train_logs[-1]["loss"] if train_logs else None,
+            "train_loss_mean_this_session": getattr(output, "training_loss", None),
+            "eval_loss_initial": eval_logs[0]["eval_loss"] if eval_logs and settings.eval_on_start else None,
+            "eval_loss_final": eval_final,
+            "tokens_per_second": round(session_tokens / train_seconds, 1) if train_seconds > 0 else None,
+            "train_seconds": round(train_seconds, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "peak_gpu_memory_gb": memory["peak_allocated_gb"] if memory else None,
+            "peak_gpu_reserved_gb": memory["peak_reserved_gb"] if memory else None,
+            "trainer": type(trainer).__name__,
+        },
+        log_history=state.log_history,
+    )
+
+
+def save_adapter(loaded: loading.LoadedModel, paths: RunPaths, train_config: dict[str, Any]) -> None:
+    """Adapter + tokenizer + train_config.json into a temporary folder, then one rename."""
+    staging = paths.work / "adapter.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    loaded.model.save_pretrained(str(staging))
+    loaded.tokenizer.save_pretrained(str(staging))
+    records.write_json_atomic(staging / loading.TRAIN_CONFIG, train_config)
+    if paths.output.exists():
+        raise UserError(f"{paths.output} appeared while training; the adapter is left in {staging}")
+    paths.output.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, paths.output)
+
+
+def settings_fields() -> list[str]:
+    return [f.name for f in fields(TrainSettings)]

@@ -1,0 +1,338 @@
+"""eval_generate.py on the real SmolLM2-135M-Instruct at fp32 (exact on a CPU, unlike bf16):
+batched = one by one, a SIGKILLed run resumed = an uninterrupted run, the file format, and
+the one-line errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sfteval.cli import UserError
+from sfteval.ifeval import run as ifeval_run
+from sfteval.model import generation
+from tests.conftest import ROOT, load_script
+
+SCRIPT = ROOT / "eval_generate.py"
+LIMIT, BATCH, NEW_TOKENS = 4, 2, 8
+# One thread everywhere: the subprocess and in-process runs then add up their floats in the
+# same order (exact equality), and they do not fight over the test machine's two cores.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+eval_generate = load_script(SCRIPT, "eval_generate")
+
+
+def base_args(smollm2_dir, shared_data, out, *extra):
+    return [
+        "--model", str(smollm2_dir), "--precision", "fp32",
+        "--prompts", str(shared_data / "ifeval" / "input_data.jsonl"),
+        "--limit", str(LIMIT), "--max-new-tokens", str(NEW_TOKENS),
+        "--output", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def run_main(argv) -> Path:
+    assert eval_generate.main(argv) == 0
+    outputs = sorted(Path(argv[argv.index("--output") + 1]).glob("*[0-9].json"))
+    return outputs[-1]
+
+
+def responses(path: Path) -> list[tuple]:
+    rows = json.loads(path.read_text())["responses"]
+    return [(r["key"], r["response"], r["new_tokens"], r["stop_reason"]) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_dir, shared_data, tmp_path_factory) -> Path:
+    """An uninterrupted batched run: 4 prompts, batch size 2, 8 new tokens."""
+    out = tmp_path_factory.mktemp("reference")
+    return run_main(base_args(smollm2_dir, shared_data, out, "--batch-size", str(BATCH)))
+
+
+def test_document_follows_the_format(reference, shared_data):
+    doc = json.loads(reference.read_text())
+    assert doc["schema_version"] == 1 and doc["kind"] == "ifeval_responses"
+    meta = doc["metadata"]
+    for key in ("created_at", "command", "host", "git_commit", "library_versions", "gpu", "adapter_train_config"):
+        assert key in meta
+    assert (meta["precision"], meta["loader"], meta["template"], meta["n_prompts"], meta["limit"]) == (
+        "fp32", "hf", "chat", LIMIT, LIMIT,
+    )  # fmt: skip
+    gen = meta["generation"]
+    assert gen["max_new_tokens"] == NEW_TOKENS and gen["do_sample"] is False and gen["batch_size"] == BATCH
+    assert gen["stop_tokens"][0] == "<|im_end|>"
+    assert meta["prompt_set"]["n_prompts"] == 541 and len(meta["prompt_set"]["sha256"]) == 64
+    assert meta["padding"]["side"] == "left" and meta["resumed"] is False
+    assert meta["tokens_generated"] == sum(r["new_tokens"] for r in doc["responses"]) > 0
+    assert meta["tokens_per_second"] > 0 and meta["wall_seconds"] > 0
+    assert reference.name.startswith(Path(meta["model"]).name) and "_fp32_" in reference.name
+    # rows in prompt-set order, carrying what a scorer needs
+    source = [json.loads(line) for line in (shared_data / "ifeval" / "input_data.jsonl").open()][:LIMIT]
+    assert [r["key"] for r in doc["responses"]] == [s["key"] for s in source]
+    for row, src in zip(doc["responses"], source):
+        assert row["prompt"] == src["prompt"] and row["instruction_id_list"] == src["instruction_id_list"]
+        assert row["stop_reason"] in ("eos", "length") and 1 <= row["new_tokens"] <= NEW_TOKENS
+        assert (row["stop_reason"] == "length") == (row["new_tokens"] == NEW_TOKENS)
+    # the official-scorer file, and no side file left behind
+    stem = reference.name[: -len(".json")]
+    official = [json.loads(line) for line in (reference.parent / f"{stem}.official.jsonl").open()]
+    assert official == [{"prompt": r["prompt"], "response": r["response"]} for r in doc["responses"]]
+    assert not (reference.parent / f"{stem}.partial.jsonl").exists()
+
+
+def test_one_by_one_with_static_cache_and_flipped_padding_side_equals_batched(
+    reference, smollm2_dir, shared_data, tmp_path, monkeypatch
+):
+    original = generation.generate_batch
+
+    def flipping(model, tokenizer, *args, **kwargs):  # what unsloth does after generate (issue #3283)
+        result = original(model, tokenizer, *args, **kwargs)
+        tokenizer.padding_side = "right"
+        return result
+
+    monkeypatch.setattr(generation, "generate_batch", flipping)
+    single = run_main(base_args(smollm2_dir, shared_data, tmp_path, "--batch-size", "1", "--static-cache"))
+    assert responses(single) == responses(reference)
+    meta = json.loads(single.read_text())["metadata"]
+    assert meta["padding"]["padding_side_resets"] == LIMIT - 1
+    assert meta["generation"]["static_cache"] is True and meta["generation"]["batch_size"] == 1
+
+
+def test_gqa_decode_gives_the_batched_responses(reference, smollm2_dir, shared_data, tmp_path):
+    """SmolLM2 has 9 query heads on 3 key/value heads: the grouped decode path must not change a token."""
+    grouped = run_main(base_args(smollm2_dir, shared_data, tmp_path, "--batch-size", str(BATCH), "--gqa-decode"))
+    assert responses(grouped) == responses(reference)
+    meta = json.loads(grouped.read_text())["metadata"]
+    assert meta["attn_implementation"] == "sdpa_gqa_decode" and meta["sessions"][0]["gqa_decode"] is True
+
+
+def test_killed_run_resumes_to_the_same_responses(reference, smollm2_dir, shared_data, tmp_path):
+    argv = base_args(smollm2_dir, shared_data, tmp_path, "--batch-size", str(BATCH))
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *argv], env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    partial = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(tmp_path.glob("*.partial.jsonl"))
+        if found and sum('"key"' in line for line in found[0].read_text().splitlines()) >= BATCH:
+            partial = found[0]
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    _out, err = process.communicate()
+    assert partial is not None, f"the run ended before it could be killed: {err[-2000:]}"
+    assert not list(tmp_path.glob("*[0-9].json")), "the run finished before the kill"
+    kept = [json.loads(line) for line in partial.read_text().splitlines() if '"key"' in line]
+    assert BATCH <= len(kept) < LIMIT
+
+    # other settings are refused before any model is loaded
+    with pytest.raises(UserError, match="differs in: generation"):
+        eval_generate.main(base_args(smollm2_dir, shared_data, tmp_path, "--resume", "--max-new-tokens", "5"))
+    # --resume without a path finds the newest matching side file in the output folder
+    resumed = run_main(base_args(smollm2_dir, shared_data, tmp_path, "--resume", "--batch-size", str(BATCH)))
+    assert responses(resumed) == responses(reference)
+    meta = json.loads(resumed.read_text())["metadata"]
+    assert meta["resumed"] is True and [s["rows"] for s in meta["sessions"]] == [len(kept), LIMIT - len(kept)]
+    assert meta["sessions"][1]["rows_before"] == len(kept)
+    assert not partial.exists()
+    # a finished run is left alone, and its name is never reused
+    assert eval_generate.main(["--resume", str(resumed), *base_args(smollm2_dir, shared_data, tmp_path)]) == 0
+    with pytest.raises(UserError, match="already exists"):
+        eval_generate.main(base_args(smollm2_dir, shared_data, resumed))
+
+
+def test_adapter_gives_base_model_template_and_name(smollm2_dir, shared_data, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "lora_model_fp32"
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    train_config = {"base_model": str(smollm2_dir), "template": "alpaca", "model": {"eos_token": "<|endoftext|>"}}
+    (adapter / "train_config.json").write_text(json.dumps(train_config))
+    argv = base_args(smollm2_dir, shared_data, tmp_path / "out", "--limit", "1", "--max-new-tokens", "2")
+    argv = argv[2:] + ["--lora", str(adapter), "--merge-adapter"]  # no --model: the adapter names its base
+    doc_path = run_main(argv)
+    meta = json.loads(doc_path.read_text())["metadata"]
+    assert meta["template"] == "alpaca" and meta["adapter_train_config"]["template"] == "alpaca"
+    assert meta["merge_adapter"] is True
+    assert meta["model"] == str(smollm2_dir) and "_lora_model_fp32_fp32_" in doc_path.name
+    # the base's EOS, plus the EOS the adapter's train_config.json says it was trained with
+    assert meta["generation"]["stop_tokens"] == ["<|im_end|>", "<|endoftext|>"]
+
+
+def run_cli(*argv, timeout=120):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *argv], env=ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_is_instant():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--resume", "--batch-size", "--static-cache", "--no-chat-template", "--max-new-tokens"):
+        assert flag in result.stdout
+    probe = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import eval_generate; eval_generate.make_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("batch0", "--batch-size must be at least 1"),
+        ("missing_model", "model path ./no/such/model does not exist"),
+        ("bad_adapter", "is not a LoRA adapter folder"),
+        ("not_ifeval", "is not an IFEval prompt set"),
+        ("template_clash", "--no-chat-template contradicts --template chat"),
+        ("unknown_hub_model", "could not load"),
+        ("mode_without_compile", "--compile-mode needs --compile"),
+        ("dequantize_bf16", "--dequantize-once is for 4-bit weights"),
+    ],
+)
+def test_one_line_errors(case, expected, shared_data, tmp_path):
+    prompts = str(shared_data / "ifeval" / "input_data.jsonl")
+    not_ifeval = tmp_path / "alpaca.jsonl"
+    not_ifeval.write_text('{"instruction": "a", "input": "", "output": "b"}\n')
+    argv = {
+        "batch0": ["--model", "x/y", "--prompts", prompts, "--batch-size", "0"],
+        "missing_model": ["--model", "./no/such/model", "--prompts", prompts],
+        "bad_adapter": ["--lora", str(tmp_path), "--prompts", prompts],
+        "not_ifeval": ["--model", str(tmp_path), "--prompts", str(not_ifeval)],
+        "template_clash": ["--model", "x/y", "--template", "chat", "--no-chat-template"],
+        "unknown_hub_model": ["--model", "sfteval-test/no-such-model", "--prompts", prompts, "--limit", "1"],
+        "mode_without_compile": ["--model", "x/y", "--static-cache", "--compile-mode", "max-autotune"],
+        "dequantize_bf16": ["--model", "x/y", "--precision", "bf16", "--dequantize-once"],
+    }[case]
+    if case == "not_ifeval":
+        (tmp_path / "config.json").write_text("{}")  # a folder that passes the model check
+    result = run_cli(*argv, "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# ----------------------------------------------------------------------------- side file and batching
+
+
+def test_transformers_is_not_imported_before_the_model_loads(shared_data, tmp_path):
+    """unsloth patches transformers only when imported first, and the loader imports it."""
+    (tmp_path / "config.json").write_text("{}")
+    probe = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from sfteval.ifeval import run as ifeval_run
+
+def load(job, log):
+    print("transformers imported:", "transformers" in sys.modules)
+    raise SystemExit(0)
+
+ifeval_run.load = load
+ifeval_run.run(ifeval_run.RunConfig(model={str(tmp_path)!r},
+    prompts={str(shared_data / "ifeval" / "input_data.jsonl")!r}, output={str(tmp_path / "out")!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "transformers imported: False", result.stderr[-2000:]
+
+
+def test_compile_mode_reaches_generate():
+    from sfteval.ifeval import run as ifeval_run
+
+    def options(**flags):
+        return ifeval_run.speed_options(ifeval_run.RunConfig(model="m", static_cache=True, **flags), 100)
+
+    assert options() == {"cache_implementation": "static", "max_cache_len": 1380, "disable_compile": True}
+    assert "compile_config" not in options(compile=True)  # transformers' default, reduce-overhead
+    assert options(compile=True, compile_mode="max-autotune")["compile_config"].mode == "max-autotune"
+
+
+def test_side_file_drops_a_line_cut_short(tmp_path):
+    path = tmp_path / "run.partial.jsonl"
+    header = {"kind": ifeval_run.PARTIAL_KIND, "settings": {"n_prompts": 3}}
+    row = {"key": 1, "prompt": "p", "response": "r", "new_tokens": 1, "stop_reason": "eos"}
+    text = json.dumps(header) + "\n" + json.dumps(row) + "\n"
+    path.write_text(text + '{"key": 2, "prompt": "p", "resp')
+    partial = ifeval_run.read_partial(path)
+    assert partial.torn_tail and [r["key"] for r in partial.rows] == [1] and partial.good_bytes == len(text)
+    side = ifeval_run.SideFile(path, truncate_to=partial.good_bytes)
+    side.append([{**row, "key": 2}, {"batch": {"session": 0, "rows": 1, "seconds": 1.0}}])
+    side.close()
+    again = ifeval_run.read_partial(path)
+    assert not again.torn_tail and [r["key"] for r in again.rows] == [1, 2] and len(again.batches) == 1
+    path.write_text(text + "not json\n")
+    with pytest.raises(UserError, match="line 3 is not valid JSON"):
+        ifeval_run.read_partial(path)
+
+
+def test_find_partial_takes_the_newest_match_and_names_what_differs(tmp_path):
+    settings = {"model": "m", "precision": "4bit", "n_prompts": 541}
+
+    def write(name, **changes):
+        header = {"kind": ifeval_run.PARTIAL_KIND, "settings": {**settings, **changes, "template": "chat"}}
+        (tmp_path / name).write_text(json.dumps(header) + "\n")
+        time.sleep(0.01)
+
+    write("a.partial.jsonl")
+    write("b.partial.jsonl")
+    write("c.partial.jsonl", precision="bf16")
+    assert ifeval_run.find_partial(tmp_path, settings).name == "b.partial.jsonl"
+    with pytest.raises(UserError, match=r"c.partial.jsonl, differs in: precision, n_prompts"):
+        ifeval_run.find_partial(tmp_path, {**settings, "n_prompts": 10})
+    assert ifeval_run.RunPaths.from_any(tmp_path / "b.partial.jsonl").output == tmp_path / "b.json"
+
+
+def test_batches_are_balanced_sorted_and_shrink_after_out_of_memory():
+    lengths = [5, 50, 7, 49, 8, 30, 31]
+    order = ifeval_run.length_order(lengths)
+    assert order == [1, 3, 6, 5, 4, 2, 0]
+    batcher = ifeval_run.Batcher(order, 4)
+    assert batcher.next_batch() == [1, 3, 6, 5]  # 7 at 4 -> 4 + 3
+    batcher.shrink(1)
+    assert [batcher.next_batch() for _ in range(3)] == [[4], [2], [0]] and not batcher
+    big = ifeval_run.Batcher(range(541), 256)
+    sizes = []
+    while big:
+        sizes.append(len(big.next_batch()))
+    assert sizes == [181, 180, 180]
+    assert ifeval_run.length_order(lengths, pending={0, 1}) == [1, 0]
+
+
+def test_auto_batch_size_fits_the_8b_kv_cache_on_an_80gb_card():
+    kv, act = 2 * 32 * 8 * 128 * 2, (2 * 14336 + 4 * 4096) * 2  # Llama-3.1-8B, bf16
+    assert kv == 128 * 1024
+    size = ifeval_run.fit_batch_size(63 * 10**9, kv, act, 410, 1280, 541)
+    assert 181 <= size <= 256  # 3 batches of 181 for the 541 prompts
+    assert ifeval_run.fit_batch_size(10**9, kv, act, 410, 1280, 541) == 1
+    assert ifeval_run.fit_batch_size(10**12, kv, act, 410, 1280, 20) == 20
+
+
+def test_auto_batch_size_reads_the_model_shape(monkeypatch):
+    import types
+
+    import torch
+    from transformers import LlamaConfig
+
+    model = types.SimpleNamespace(
+        config=LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=8, vocab_size=128256),
+        dtype=torch.bfloat16,
+    )  # fmt: skip
+    assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == ifeval_run.CPU_BATCH_SIZE
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (63 * 10**9, 80 * 10**9))
+    assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == 214

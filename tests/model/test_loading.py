@@ -1,0 +1,149 @@
+import copy
+import logging
+
+import pytest
+
+from sfteval import prompts
+from sfteval.cli import UserError
+from sfteval.model import generation, loading
+
+
+def test_missing_model_path_is_a_one_line_error():
+    with pytest.raises(UserError, match="does not exist"):
+        loading.load_model(loading.ModelSpec(model="./no/such/model", use_hf=True))
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        loading.load_model(loading.ModelSpec(model=str(tmp_path), use_hf=True))
+
+
+def test_bad_adapter_folder(tmp_path, smollm2_dir):
+    with pytest.raises(UserError, match="not a LoRA adapter folder"):
+        loading.load_model(loading.ModelSpec(model=str(smollm2_dir), lora=str(tmp_path), use_hf=True))
+    with pytest.raises(UserError, match="does not exist"):
+        loading.load_model(loading.ModelSpec(model=str(smollm2_dir), lora=str(tmp_path / "x"), use_hf=True))
+
+
+def test_unknown_precision():
+    with pytest.raises(UserError, match="unknown precision"):
+        loading.choose_loader("3bit", use_hf=True, has_cuda=False, has_unsloth=False)
+
+
+@pytest.mark.parametrize("precision", ["8bit", "4bit"])
+def test_quantized_without_gpu_says_what_works(precision):
+    with pytest.raises(UserError, match="needs a CUDA GPU.*--precision bf16 --use-hf"):
+        loading.choose_loader(precision, use_hf=False, has_cuda=False, has_unsloth=False)
+
+
+def test_loader_choice():
+    assert loading.choose_loader("bf16", use_hf=False, has_cuda=False, has_unsloth=False) == "hf"
+    assert loading.choose_loader("4bit", use_hf=False, has_cuda=True, has_unsloth=True) == "unsloth"
+    assert loading.choose_loader("4bit", use_hf=True, has_cuda=True, has_unsloth=True) == "hf"
+    with pytest.raises(UserError, match="unsloth is not installed"):
+        loading.choose_loader("bf16", use_hf=False, has_cuda=True, has_unsloth=False)
+
+
+def test_pad_token_differs_from_eos_for_llama3(llama3_tokenizer):
+    tok = copy.deepcopy(llama3_tokenizer)
+    tok.pad_token = tok.eos_token  # the classic pad == eos setup
+    loading.ensure_pad_token(tok)
+    # Llama 3.0's vocabulary (this package) has no <|finetune_right_pad_id|>; 3.1's does.
+    assert tok.pad_token == "<|reserved_special_token_0|>"
+    assert tok.pad_token_id not in (tok.eos_token_id, tok.bos_token_id)
+
+
+def test_smollm2_gguf_loads_with_correct_eos_and_distinct_pad(smollm2_dir):
+    loaded = loading.load_model(loading.ModelSpec(model=str(smollm2_dir), use_hf=True))
+    tok = loaded.tokenizer
+    assert tok.eos_token == "<|im_end|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+    assert loaded.info["loader"] == "hf" and loaded.info["precision"] == "bf16"
+
+
+def test_batched_greedy_equals_one_by_one_on_smollm2(smollm2_dir):
+    loaded = loading.load_model(loading.ModelSpec(model=str(smollm2_dir), use_hf=True, precision="fp32"))
+    model, tok = loaded.model, loaded.tokenizer
+    questions = [
+        "Name three primary colors.",
+        "What is the capital of France? Answer in one word.",
+        "Write a haiku about the sea.",
+        "List five fruits, one per line.",
+    ]
+    ids = [prompts.encode(tok, prompts.render("chat", tok, q)) for q in questions]
+    assert len({len(x) for x in ids}) > 1, "prompts must differ in length so that padding happens"
+    stop = generation.stop_token_ids(tok, model, "chat")
+    settings = generation.GenerationSettings(max_new_tokens=40)
+    batched = generation.generate_batch(model, tok, ids, settings, stop)
+    single = [generation.generate_batch(model, tok, [x], settings, stop)[0] for x in ids]
+    assert batched == single
+    assert "Paris" in batched[1].text
+    assert any(c.stop_reason == "eos" for c in batched)
+
+
+def test_length_sorted_batches_cover_every_index_once():
+    lengths = [5, 50, 7, 49, 8]
+    batches = generation.length_sorted_batches(lengths, 2)
+    assert batches == [[1, 3], [4, 2], [0]]
+
+
+def test_character_level_gguf_tokenizer_is_refused(llama3_tokenizer):
+    from pathlib import Path
+
+    loading.check_gguf_tokenizer(llama3_tokenizer, Path("llama.gguf"))  # a real subword tokenizer passes
+
+    class CharTokenizer:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text)))}
+
+    with pytest.raises(UserError, match="splits text into single characters"):
+        loading.check_gguf_tokenizer(CharTokenizer(), Path("gemma-3-270m-q4_k_m.gguf"))
+
+
+def test_log_once_lets_a_repeated_message_through_once(caplog):
+    """bitsandbytes logs its fp16 cast on every 8-bit matmul; the loader keeps the first line."""
+    name = "sfteval.test.log_once"
+    loading.log_once(name, "MatMul8bitLt: inputs will be cast")
+    loading.log_once(name, "MatMul8bitLt: inputs will be cast")  # a second load adds no second filter
+    logger = logging.getLogger(name)
+    with caplog.at_level(logging.WARNING, logger=name):
+        for _ in range(3):
+            logger.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "bf16")
+        logger.warning("something else")
+        logger.warning("something else")
+    messages = [r.getMessage() for r in caplog.records if r.name == name]
+    assert messages == [
+        "MatMul8bitLt: inputs will be cast from bf16 to float16 during quantization",
+        "something else",
+        "something else",
+    ]
+    assert len(logger.filters) == 1
+
+
+@pytest.mark.parametrize(
+    "quantizer_name", ["quantizer_bnb_4bit.Bnb4BitHfQuantizer", "quantizer_bnb_8bit.Bnb8BitHfQuantizer"]
+)
+def test_bitsandbytes_compile_lifts_transformers_block_only_for_that_model(monkeypatch, quantizer_name):
+    """transformers 5.17 never compiles a bitsandbytes model's decode step; eval_generate --compile lifts that."""
+    import importlib
+    import importlib.metadata
+    import types
+
+    from transformers import BitsAndBytesConfig
+
+    module_name, class_name = quantizer_name.split(".")
+    quantizer_class = getattr(importlib.import_module(f"transformers.quantizers.{module_name}"), class_name)
+    config = BitsAndBytesConfig(load_in_4bit=True) if "4bit" in module_name else BitsAndBytesConfig(load_in_8bit=True)
+    lifted, untouched = quantizer_class(config), quantizer_class(config)
+    assert not lifted.is_compileable  # if transformers starts compiling bnb models, this helper can go
+    model = types.SimpleNamespace(hf_quantizer=lifted)
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.45.5")
+    assert loading.allow_bitsandbytes_compile(model) is False and not lifted.is_compileable
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.50.2")
+    assert loading.allow_bitsandbytes_compile(model) is True
+    assert lifted.is_compileable and isinstance(lifted, quantizer_class) and lifted.quantization_config is config
+    assert not untouched.is_compileable
+    assert loading.allow_bitsandbytes_compile(model) is False  # already compileable: nothing to lift
+    assert loading.allow_bitsandbytes_compile(types.SimpleNamespace()) is False  # not quantized
