@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 # fp32 is for CPU reference runs: bf16 batched generation is not bit-identical to one-by-one.
 PRECISIONS = ("bf16", "8bit", "4bit", "fp32")
@@ -72,3 +75,63 @@ def add_model_args(
         help="load with transformers (+ bitsandbytes) instead of unsloth; always the case on a CPU",
     )
     group.add_argument("--template", choices=templates, default=default_template, help=template_help)
+
+
+def setting(default: Any, help: str, **argparse_options: Any) -> Any:
+    """A settings-dataclass field whose metadata becomes its command-line option (HfArgumentParser)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+
+
+def read_config_file(path: str, dataclass_types: Sequence[type]) -> dict[str, Any]:
+    """A YAML mapping of setting names (as in the dataclasses, dashes allowed) to values; unknown names refused."""
+    import yaml
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"--config {path}: no such file; give a YAML file such as recipes/seed.yaml")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UserError(f"--config {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} must hold a mapping of setting: value, got {type(data).__name__}")
+    known = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
+    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"--config {path}: unknown setting(s) {', '.join(unknown)}; see --help for the names")
+    return values
+
+
+def parse_settings(
+    dataclass_types: Sequence[type], argv: Sequence[str] | None, description: str | None
+) -> tuple[Any, ...]:
+    """Settings dataclasses from the command line, the options generated from their fields by
+    transformers' HfArgumentParser. `--config FILE.yaml` sets defaults; flags given override them."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        list(dataclass_types), description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for action in parser._actions:
+        # dashed spellings first in --help; a boolean option takes no value (an optional true/false is still read)
+        action.option_strings.sort(key=lambda option: "_" in option)
+        if action.nargs == "?" and action.const is True:
+            action.metavar = "true|false"
+    parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file; flags override it")
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**read_config_file(known.config, dataclass_types))
+    args = vars(parser.parse_args(argv))
+    config = args.pop("config")
+    built = []
+    for dtype in dataclass_types:
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            built.append(dtype(**{k: v for k, v in args.items() if k in names}))
+        except (TypeError, ValueError) as err:
+            source = f" in --config {config}" if config else ""
+            raise UserError(f"bad setting{source}: {err}") from None
+    return tuple(built)

@@ -33,10 +33,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sfteval import records
-from sfteval.cli import UserError
+from sfteval.cli import UserError, setting
 from sfteval.ifeval import prompts as ifeval_prompts
 from sfteval.model import generation
 
@@ -49,7 +49,11 @@ OFFICIAL_SUFFIX = ".official.jsonl"
 # Batch size when --batch-size is not given: on a CPU a small fixed one; on a GPU as many
 # sequences as the free memory holds at full length (see auto_batch_size), at most this many.
 CPU_BATCH_SIZE = 8
-MAX_AUTO_BATCH_SIZE = 256
+MAX_AUTO_BATCH_SIZE = 1024
+# Below this many decode steps in a run (batches x max new tokens) a compiled step does not repay
+# its compile; 64 prompts x 256 tokens is one batch of 256 steps, all 541 IFEval prompts at
+# 1,280 tokens are 2 or 3 batches of 1,280.
+COMPILE_MIN_DECODE_STEPS = 1024
 # Share of free GPU memory the KV cache and activations may take, and a fixed reserve for
 # the allocator's fragmentation and the CUDA graphs of --compile.
 GPU_MEMORY_SHARE = 0.9
@@ -72,26 +76,112 @@ DEFAULT_COMPILE_MODE = "reduce-overhead"
 
 @dataclass
 class RunConfig:
-    model: str | None
-    adapter: str | None = None
-    precision: str = "bf16"
-    use_hf: bool = False
-    template: str = "auto"
-    max_new_tokens: int = 1280
-    seed: int = 0
-    prompts: str | None = None  # a local input_data.jsonl; None = the hub's google/IFEval
-    limit: int | None = None
-    batch_size: int | None = None  # None = auto
-    static_cache: bool = False
-    compile: bool = False
-    compile_mode: str = DEFAULT_COMPILE_MODE  # torch.compile's mode for the decode step
-    gqa_decode: bool = False  # sfteval.model.attention: the KV cache read once per key/value head
-    dequantize_once: bool = False  # HF 4-bit: NF4 weights dequantized to bf16 at load (sfteval.model.nf4)
-    merge_adapter: bool = False
-    llm_int8_threshold: float = 6.0
-    output: str | None = None  # a .json file or a folder; None = eval_responses/<auto name>
-    resume: str | None = None  # a .partial.jsonl or .json path, or "auto" for the newest match
-    progress: bool = True
+    """The settings of one generation run; eval_generate.py's options are generated from these fields."""
+
+    model: str | None = setting(
+        None,
+        "hub name (e.g. unsloth/Meta-Llama-3.1-8B), local folder or .gguf file; "
+        "with --lora, the adapter's base by default",
+    )
+    adapter: str | None = setting(
+        None, "LoRA adapter folder written by train.py (or any PEFT adapter)", aliases=["--lora"], metavar="DIR"
+    )
+    precision: Literal["bf16", "8bit", "4bit", "fp32"] = setting("bf16", "weights precision (fp32: CPU reference runs)")
+    loader: Literal["auto", "hf", "unsloth"] = setting(
+        "auto", "auto = transformers (with the fast decode path below it is the faster generator); unsloth on request"
+    )
+    use_hf: bool = setting(False, "same as --loader hf")
+    template: Literal["auto", "chat", "alpaca", "none"] = setting(
+        "auto", "prompt format: auto = the adapter's training template, else the tokenizer's chat template, else none"
+    )
+    no_chat_template: bool = setting(False, "prompt with the raw instruction (same as --template none)")
+    merge_adapter: bool = setting(
+        False,
+        "with --lora on bf16/fp32 weights: merge the LoRA into the base before generating (fewer kernels per "
+        "step; other rounding, so part of the run's settings)",
+    )
+    llm_int8_threshold: float = setting(
+        6.0, "8bit only: activations above this magnitude run in 16-bit (LLM.int8 outliers; 0 = pure int8, faster)"
+    )
+    prompts: str | None = setting(
+        None, "local IFEval input_data.jsonl (default: the hub's google/IFEval)", metavar="FILE"
+    )
+    limit: int | None = setting(None, "only the first N prompts (a quick check)", metavar="N")
+    max_new_tokens: int = setting(1280, "new tokens at most per answer (lm-eval's IFEval setting)", metavar="N")
+    seed: int = setting(0, "set before generating")
+    batch_size: str | None = setting(
+        "auto",
+        "prompts per generate call; auto = as many as the free GPU memory holds at full length (8 on a CPU)",
+        metavar="N|auto",
+    )
+    speed: Literal["auto", "eager"] = setting(
+        "auto",
+        "auto = on a CUDA GPU with transformers: GQA decode always, and a compiled static-cache decode step "
+        "when the run is long enough to repay the compile; eager = only the knobs given below",
+    )
+    static_cache: bool = setting(False, "force a preallocated KV cache of one size for every batch")
+    compile: bool = setting(False, "force torch.compile of the decode step (CUDA graphs; needs the static cache)")
+    compile_mode: Literal["reduce-overhead", "max-autotune"] = setting(
+        DEFAULT_COMPILE_MODE, "torch.compile mode; max-autotune also tries Triton matmuls (longer compile)"
+    )
+    gqa_decode: bool = setting(
+        False,
+        "force GQA decode: each key/value head of the cache read once per new token instead of once per "
+        "query head it serves (same attention, sfteval/model/attention.py)",
+    )
+    dequantize_once: bool = setting(
+        False,
+        "4bit with transformers: NF4 weights dequantized to bf16 once at load (the 4-bit weights at bf16's "
+        "speed and memory; answers may differ from bitsandbytes' kernel by rounding)",
+    )
+    output: str | None = setting(None, "a .json file name, or a folder (default: eval_responses/)", metavar="PATH")
+    resume: str | None = setting(
+        None,
+        "complete an unfinished run: its .partial.jsonl (or .json), or with no PATH the newest one made with "
+        "the same settings",
+        nargs="?",
+        const="auto",
+        metavar="PATH",
+    )
+    progress: bool = setting(True, "progress bar")
+
+    def __post_init__(self) -> None:
+        if self.no_chat_template:
+            if self.template not in ("auto", "none"):
+                raise UserError(f"--no-chat-template contradicts --template {self.template}")
+            self.template = "none"
+        if self.use_hf:
+            if self.loader == "unsloth":
+                raise UserError("--use-hf contradicts --loader unsloth")
+            self.loader = "hf"
+        self.batch_size = None if self.batch_size in (None, "auto") else count(self.batch_size, "--batch-size", True)
+        self.limit = count(self.limit, "--limit")
+        self.max_new_tokens = count(self.max_new_tokens, "--max-new-tokens")
+
+
+def count(value: Any, flag: str, allow_auto: bool = False) -> int | None:
+    """A positive whole number (None stays None), or a one-line error naming the flag."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, float) and value != number:
+        raise UserError(f"{flag} must be a whole number{' or auto' if allow_auto else ''}, got {value!r}")
+    if number < 1:
+        raise UserError(f"{flag} must be at least 1, got {number}")
+    return number
+
+
+@dataclass
+class SpeedPlan:
+    """The decode path a run takes, resolved from --speed, the flags, the hardware and the run's size."""
+
+    static_cache: bool
+    compile: bool
+    gqa_decode: bool
+    reason: str
 
 
 @dataclass
@@ -257,7 +347,7 @@ def early_settings(
 # ----------------------------------------------------------------------------- batching
 
 
-def auto_batch_size(model: Any, n_prompts: int, longest_prompt: int, max_new_tokens: int) -> int:
+def auto_batch_size(model: Any, n_prompts: int, longest_prompt: int, max_new_tokens: int, static: bool = False) -> int:
     """As many sequences as the free GPU memory holds at full length (see fit_batch_size);
     a fixed small size on a CPU. Out-of-memory batches are still split, so this only has to be close."""
     import torch
@@ -277,6 +367,7 @@ def auto_batch_size(model: Any, n_prompts: int, longest_prompt: int, max_new_tok
         longest_prompt=longest_prompt,
         max_new_tokens=max_new_tokens,
         n_prompts=n_prompts,
+        static=static,
     )
 
 
@@ -287,13 +378,15 @@ def fit_batch_size(
     longest_prompt: int,
     max_new_tokens: int,
     n_prompts: int,
+    static: bool = False,
 ) -> int:
     """Sequences per batch such that the larger of two peaks fits in GPU_MEMORY_SHARE of the free
     memory less GPU_RESERVE_BYTES: decoding (the KV cache at full length, +15% for the cache
     growing step by step) or the prefill (the prompt's KV plus its layer activations).
     Llama-3.1-8B in bf16 on an 80 GB card: 128 KiB of KV per token, about 63 GB free after
     loading, prompts up to about 410 tokens + 1280 new: 213, so 541 prompts run as 3 x 181."""
-    decode = 1.15 * (longest_prompt + max_new_tokens) * kv_bytes_per_token
+    # A static cache is allocated once at full length; a dynamic one grows and fragments (+15%).
+    decode = (1.0 if static else 1.15) * (longest_prompt + max_new_tokens) * kv_bytes_per_token
     prefill = longest_prompt * (kv_bytes_per_token + activation_bytes_per_token)
     budget = free_bytes * GPU_MEMORY_SHARE - GPU_RESERVE_BYTES
     return max(1, min(n_prompts, MAX_AUTO_BATCH_SIZE, int(budget // max(decode, prefill))))
@@ -365,9 +458,40 @@ def generate_split(
         yield from generate_split(model, tokenizer, encoded, part, settings, stop_ids, options, on_split)
 
 
-def speed_options(config: RunConfig, longest_prompt: int) -> dict[str, Any]:
-    """Extra `generate` arguments for the speed knobs; empty by default."""
-    if not config.static_cache:
+def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, batch_size: int) -> SpeedPlan:
+    """--speed auto on a CUDA GPU with transformers: GQA decode always (same attention, fewer bytes
+    read per step), and a compiled static-cache step when the decode steps of the whole run
+    (batches x --max-new-tokens) reach COMPILE_MIN_DECODE_STEPS, below which the compile costs
+    more than it saves. Flags given force their knob on either way."""
+    forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "")
+    if config.speed == "eager" or not has_cuda or loader != "hf":
+        why = "--speed eager" if config.speed == "eager" else ("no CUDA GPU" if not has_cuda else f"{loader} loader")
+        forced.reason = f"as flagged ({why}): " + describe_speed(forced)
+        return forced
+    steps = math.ceil(n_prompts / batch_size) * config.max_new_tokens
+    long_run = steps >= COMPILE_MIN_DECODE_STEPS
+    chosen = SpeedPlan(
+        static_cache=forced.static_cache or long_run, compile=forced.compile or long_run, gqa_decode=True, reason=""
+    )
+    size = f"{steps} decode steps ({math.ceil(n_prompts / batch_size)} batches x {config.max_new_tokens})"
+    if long_run:
+        chosen.reason = f"auto: {describe_speed(chosen)}, since {size} repay the compile; --speed eager to skip it"
+    else:
+        chosen.reason = (
+            f"auto: {describe_speed(chosen)}; {size} are under {COMPILE_MIN_DECODE_STEPS}, too few to repay a "
+            "compile (--compile forces it)"
+        )
+    return chosen
+
+
+def describe_speed(speed: SpeedPlan) -> str:
+    parts = ["static cache + compiled step" if speed.compile else "static cache" if speed.static_cache else "eager"]
+    return " + ".join(parts + (["GQA decode"] if speed.gqa_decode else []))
+
+
+def speed_options(config: RunConfig, speed: SpeedPlan, longest_prompt: int) -> dict[str, Any]:
+    """Extra `generate` arguments for the speed knobs; empty for the eager path."""
+    if not speed.static_cache:
         return {}
     # One cache length for every batch (the longest prompt + max_new_tokens), so a compiled
     # decode step is reused instead of recompiled per batch.
@@ -375,7 +499,7 @@ def speed_options(config: RunConfig, longest_prompt: int) -> dict[str, Any]:
         "cache_implementation": "static",
         "max_cache_len": longest_prompt + config.max_new_tokens,
     }
-    if not config.compile:
+    if not speed.compile:
         options["disable_compile"] = True
     elif config.compile_mode != DEFAULT_COMPILE_MODE:
         from transformers import CompileConfig
@@ -410,16 +534,6 @@ def ensure_left_padding(tokenizer: Any) -> bool:
 
 
 def check_config(config: RunConfig) -> None:
-    if config.batch_size is not None and config.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1 (or auto), got {config.batch_size}")
-    if config.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-    if config.limit is not None and config.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {config.limit}")
-    if config.compile and not config.static_cache:
-        raise UserError("--compile needs --static-cache (transformers compiles the decode step of a static cache)")
-    if config.compile_mode != DEFAULT_COMPILE_MODE and not config.compile:
-        raise UserError("--compile-mode needs --compile")
     if config.dequantize_once and config.precision != "4bit":
         raise UserError(f"--dequantize-once is for 4-bit weights; add --precision 4bit (got {config.precision})")
     if config.merge_adapter:
@@ -502,6 +616,7 @@ class Ready:
     batch_size: int
     # HF 4-bit: "bitsandbytes" (its kernel), "torch" (sfteval.model.nf4, compiled) or "once" (bf16 weights)
     nf4_dequantize: str | None
+    speed: SpeedPlan
 
 
 def plan(config: RunConfig) -> Job:
@@ -515,7 +630,9 @@ def plan(config: RunConfig) -> Job:
     rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
     selected = rows[: config.limit] if config.limit else rows
     has_cuda = loading.cuda_available()
-    loader = loading.choose_loader(config.precision, config.use_hf, has_cuda, has_cuda and loading.unsloth_installed())
+    loader = loading.choose_loader(
+        config.precision, config.loader != "unsloth", has_cuda, has_cuda and loading.unsloth_installed()
+    )
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
     if config.merge_adapter and loader != "hf":
@@ -524,8 +641,8 @@ def plan(config: RunConfig) -> Job:
         raise UserError("--dequantize-once changes transformers' 4-bit layers; add --use-hf")
     if config.gqa_decode and loader != "hf":
         raise UserError("--gqa-decode changes transformers' attention; add --use-hf")
-    if config.compile and loader == "hf" and not config.gqa_decode:
-        # 8B shape, H100 (bench/README.md): compiled without it was slower than eager; with it, 3.6x faster.
+    if config.compile and loader == "hf" and not config.gqa_decode and config.speed == "eager":
+        # 8B shape (bench/README.md): compiled without it was slower than eager; with it, 3.6x faster.
         print(
             "note: a static cache always carries a mask, so without --gqa-decode every compiled step copies "
             "the KV cache per query head; add --gqa-decode for the fast path",
@@ -551,7 +668,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         loading.ModelSpec(
             model=job.model_name,
             precision=config.precision,
-            use_hf=config.use_hf,
+            use_hf=job.loader == "hf",
             lora=config.adapter,
             llm_int8_threshold=config.llm_int8_threshold,
         )
@@ -561,7 +678,16 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     model, tokenizer = loaded.model, loaded.tokenizer
     if config.merge_adapter:
         model = model.merge_and_unload()
-    if config.gqa_decode:
+    adapter_template = (job.train_config or {}).get("template")
+    template = prompts.resolve_template(config.template, tokenizer, adapter_template)
+    encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
+    longest = max(len(ids) for ids in encoded)
+    batch_size = config.batch_size or auto_batch_size(
+        model, len(encoded), longest, config.max_new_tokens, static=config.speed == "auto" or config.static_cache
+    )
+    speed = plan_speed(config, job.loader, job.has_cuda, len(encoded), batch_size)
+    log(f"decode path: {speed.reason}")
+    if speed.gqa_decode:
         from sfteval.model import attention
 
         attention.use_gqa_decode(model)
@@ -571,11 +697,12 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
 
         log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
         nf4_dequantize = "once"
-    if config.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
+    if speed.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
         if config.precision == "8bit" and config.llm_int8_threshold > 0:
             # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
             # limit and the run did not finish its warm-up; at threshold 0 compiling made it 3.9x faster.
             log("note: --compile is skipped for 8-bit with its outlier path; add --llm-int8-threshold 0 to compile")
+            speed.compile = False
         elif not loading.allow_bitsandbytes_compile(model):
             log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
         elif config.precision == "4bit" and not config.dequantize_once:
@@ -585,8 +712,6 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             # bitsandbytes' dequantization kernel, 1.7x with this one.
             log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
             nf4_dequantize = "torch"
-    adapter_template = (job.train_config or {}).get("template")
-    template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     if adapter_template and template != adapter_template:
         log(f"warning: the adapter was trained with the {adapter_template} template; generating with {template}")
     stop_ids = generation.stop_token_ids(tokenizer, model, template)
@@ -598,10 +723,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             raise UserError(
                 f"--resume: {job.partial.path.name} was made with other settings ({', '.join(diff)} differ)"
             )
-    encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
-    longest = max(len(ids) for ids in encoded)
-    batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
-    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize)
+    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize, speed)
 
 
 def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> SideFile:
@@ -655,18 +777,20 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         "gpu": torch.cuda.get_device_name(0) if job.has_cuda else None,
         "batch_size": ready.batch_size,
         "batch_size_requested": config.batch_size or "auto",
-        "static_cache": config.static_cache,
-        "compile": config.compile,
-        "compile_mode": config.compile_mode if config.compile else None,
-        "gqa_decode": config.gqa_decode,
+        "speed": config.speed,
+        "static_cache": ready.speed.static_cache,
+        "compile": ready.speed.compile,
+        "compile_mode": config.compile_mode if ready.speed.compile else None,
+        "gqa_decode": ready.speed.gqa_decode,
+        "speed_reason": ready.speed.reason,
         "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
         "rows_before": len(done),
     }
     side = open_side_file(job, session, log)
-    knobs = " | static cache" + (" + compile" if config.compile else "") if config.static_cache else ""
-    knobs += " | GQA decode" if config.gqa_decode else ""
+    knobs = " | static cache" + (" + compile" if ready.speed.compile else "") if ready.speed.static_cache else ""
+    knobs += " | GQA decode" if ready.speed.gqa_decode else ""
     log(
         f"[{job.model_name} | adapter {config.adapter} | {config.precision} | {job.loader} | template "
         f"{ready.template} | {len(job.selected)} prompts, {len(done)} done | batch size {ready.batch_size}{knobs}]"
@@ -725,7 +849,7 @@ def generate_pending(
     pending = {i for i, row in enumerate(selected) if row["key"] not in done}
     batcher = Batcher(length_order(lengths, pending), ready.batch_size)
     settings = generation.GenerationSettings(max_new_tokens=config.max_new_tokens, seed=config.seed)
-    options = speed_options(config, max(lengths))
+    options = speed_options(config, ready.speed, max(lengths))
     resets = 0
     shape: tuple[int, int] | None = None  # (batch size setting, rows of its first batch)
     bar = tqdm(total=len(selected), initial=len(done), unit="prompt", desc="generating", disable=not config.progress)
@@ -736,7 +860,7 @@ def generate_pending(
                 shape = (batcher.batch_size, len(batch))
             # With a compiled static cache every batch keeps the first one's shape (extra rows
             # repeat the last prompt and are dropped), so the decode step is compiled once.
-            padded = batch + [batch[-1]] * (shape[1] - len(batch)) if config.compile else batch
+            padded = batch + [batch[-1]] * (shape[1] - len(batch)) if ready.speed.compile else batch
             reset = ensure_left_padding(tokenizer)
             resets += reset
             started = time.perf_counter()
@@ -761,7 +885,7 @@ def generate_pending(
                     "seconds": round(seconds, 3),
                     "new_tokens": tokens,
                     "padding_side_reset": bool(reset),
-                    "compiled": was_compiled(ready.model) if config.compile else False,
+                    "compiled": was_compiled(ready.model) if ready.speed.compile else False,
                     "peak_gpu_memory_gb": peak_gpu_gb(),
                 }
                 side.append([*kept, {"batch": batch_record}])
@@ -826,8 +950,10 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             "batch_size_requested": config.batch_size or "auto",
             "stop_token_ids": ready.stop_ids,
             "stop_tokens": tokenizer.convert_ids_to_tokens(ready.stop_ids),
-            "static_cache": config.static_cache,
-            "compile": config.compile,
+            "speed": config.speed,
+            "static_cache": ready.speed.static_cache,
+            "compile": ready.speed.compile,
+            "gqa_decode": ready.speed.gqa_decode,
             "compiled": any(b.get("compiled") for b in partial.batches),
         },
         prompt_set=job.prompt_info,
