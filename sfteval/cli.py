@@ -82,6 +82,10 @@ def setting(default: Any, help: str, **argparse_options: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
 
 
+# A YAML block that describes the file (a recipe's measured figures) rather than setting anything.
+INFO_KEY = "recipe_info"
+
+
 def read_config_file(path: str, dataclass_types: Sequence[type]) -> dict[str, Any]:
     """A YAML mapping of setting names (as in the dataclasses, dashes allowed) to values; unknown names refused."""
     import yaml
@@ -98,7 +102,7 @@ def read_config_file(path: str, dataclass_types: Sequence[type]) -> dict[str, An
     if not isinstance(data, dict):
         raise UserError(f"--config {path} must hold a mapping of setting: value, got {type(data).__name__}")
     known = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype) if f.init}
-    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    values = {str(key).replace("-", "_"): value for key, value in data.items() if key != INFO_KEY}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"--config {path}: unknown setting(s) {', '.join(unknown)}; see --help for the names")
@@ -106,10 +110,14 @@ def read_config_file(path: str, dataclass_types: Sequence[type]) -> dict[str, An
 
 
 def parse_settings(
-    dataclass_types: Sequence[type], argv: Sequence[str] | None, description: str | None
+    dataclass_types: Sequence[type],
+    argv: Sequence[str] | None,
+    description: str | None,
+    base_defaults: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
 ) -> tuple[Any, ...]:
     """Settings dataclasses from the command line, the options generated from their fields by
-    transformers' HfArgumentParser. `--config FILE.yaml` sets defaults; flags given override them."""
+    transformers' HfArgumentParser. Precedence, lowest first: the fields' defaults,
+    `base_defaults(args so far)` (train.py's recipe), `--config FILE.yaml`, the flags given."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(
@@ -122,8 +130,11 @@ def parse_settings(
             action.metavar = "true|false"
     parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file; flags override it")
     known, _ = parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**read_config_file(known.config, dataclass_types))
+    from_file = read_config_file(known.config, dataclass_types) if known.config else {}
+    parser.set_defaults(**from_file)
+    if base_defaults is not None:
+        known, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**{**base_defaults(known), **from_file})
     args = vars(parser.parse_args(argv))
     config = args.pop("config")
     built = []

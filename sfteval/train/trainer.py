@@ -24,6 +24,7 @@ Test hooks (environment variables, used by tests/test_train.py):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,10 +34,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sfteval import records
-from sfteval.cli import UserError
+from sfteval.cli import UserError, setting
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
 
@@ -72,52 +73,105 @@ RESUME_FREE = {
 
 @dataclass
 class TrainSettings:
-    """Every knob of a run. Defaults = Unsloth's Llama-3.1-8B Alpaca notebook (the seed recipe),
-    trained for one epoch instead of the notebook's 60-step demo."""
+    """Every knob of a run; train.py's options are generated from these fields. The defaults are
+    Unsloth's Llama-3.1-8B Alpaca notebook (recipes/seed.yaml), one epoch instead of its 60-step demo;
+    train.py's automatic recipe choice and --recipe/--config change them before the flags do."""
 
-    model: str = "unsloth/Meta-Llama-3.1-8B"
-    dataset: str = "yahma/alpaca-cleaned"
-    dataset_split: str = "train"
-    dataset_revision: str | None = None
-    limit: int | None = None
-    val_size: float = 0.0
-    max_length: int = 2048
-    overlong: str = "drop"
-    precision: str = "4bit"
-    use_hf: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: tuple[str, ...] = loading.DEFAULT_LORA_TARGETS
-    learning_rate: float = 2e-4
-    optim: str = "adamw_8bit"
-    batch_size: int = 2
-    grad_accum: int = 4
-    lr_scheduler: str = "linear"
-    warmup_steps: int = 5
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seed: int = 3407
-    epochs: float = 1.0
-    max_steps: int | None = None
-    packing: bool | None = None  # None: the backend decides (unsloth: padding-free; hf: padded)
-    gradient_checkpointing: bool = True
-    group_by_length: bool = False  # batches of similar lengths: little padding, order still seeded
-    compile: bool = False  # transformers loader: torch.compile each decoder layer (shapes dynamic)
-    attention: str = "sdpa"  # transformers loader: "varlen" = flash varlen kernel for padding-free rows
-    peft_input_cast: bool = False  # keep peft's fp32 copies of LoRA inputs (same numbers under autocast)
-    token_budget: int | None = None  # unsloth: split micro-batches above this many tokens (same gradients)
-    logging_steps: int = 1
-    save_steps: int = 200
-    save_total_limit: int = 2
-    eval_steps: int | None = None
-    eval_on_start: bool = False
-    output_dir: str | None = None
-    report_to: str = "auto"
-    wandb_project: str = "sfteval"
-    run_name: str | None = None
-    resume: bool = False
-    keep_checkpoints: bool = False
+    model: str = setting("unsloth/Meta-Llama-3.1-8B", "base model: hub name, local folder or .gguf")
+    dataset: str = setting("yahma/alpaca-cleaned", "hub name or local alpaca .json/.jsonl")
+    dataset_split: str = setting("train", "hub split")
+    dataset_revision: str | None = setting(None, "hub revision (commit, tag or branch) to pin")
+    limit: int | None = setting(None, "use only the first N records", metavar="N")
+    val_size: float = setting(0.0, "held-out examples: a fraction < 1 or a count (0 = none)")
+    max_length: int = setting(2048, "tokens per example at most")
+    overlong: Literal["drop", "truncate"] = setting(
+        "drop", "examples over --max-length: drop them, or keep their first tokens (no EOS); counted either way"
+    )
+    precision: Literal["bf16", "8bit", "4bit", "fp32"] = setting(
+        "4bit", "base weights: 4bit = QLoRA, bf16/8bit = LoRA, fp32 = CPU reference"
+    )
+    use_hf: bool = setting(False, "transformers + peft + TRL + bitsandbytes instead of unsloth (always on a CPU)")
+    lora_r: int = setting(16, "LoRA rank", aliases=["--rank"])
+    lora_alpha: int = setting(16, "LoRA alpha (the update is scaled by alpha / rank)")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input, in [0, 1)")
+    target_modules: list[str] = dataclasses.field(
+        default_factory=lambda: list(loading.DEFAULT_LORA_TARGETS),
+        metadata={"help": "modules that get a LoRA, space- or comma-separated (default: all 7 projections)"},
+    )
+    learning_rate: float = setting(2e-4, "peak learning rate", aliases=["--lr"])
+    optim: Literal["adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused"] = setting(
+        "adamw_8bit", "optimizer (torch AdamW stands in on a CPU)"
+    )
+    batch_size: int = setting(2, "examples per micro-batch")
+    grad_accum: int = setting(4, "micro-batches per optimizer step")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = setting(
+        "linear", "learning-rate schedule after the warm-up"
+    )
+    warmup_steps: int = setting(5, "optimizer steps of linear warm-up")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    max_grad_norm: float = setting(1.0, "gradient-norm clip (0 = off)")
+    seed: int = setting(3407, "seed of the LoRA init, the data order and dropout")
+    epochs: float = setting(1.0, "passes over the data")
+    max_steps: int | None = setting(None, "stop after this many optimizer steps (overrides --epochs)", metavar="N")
+    packing: bool | None = setting(
+        None,
+        "padding-free batches: a micro-batch's examples in one row, attention kept within each example "
+        "(default: unsloth decides, usually on; transformers pads)",
+        nargs="?",
+        const=True,
+        metavar="true|false",
+    )
+    gradient_checkpointing: bool = setting(
+        True, "recompute activations in the backward pass (unsloth: offloaded to CPU RAM)"
+    )
+    group_by_length: bool = setting(
+        False,
+        "fill each effective batch with examples of similar length (little padding, order still seeded; "
+        "the longest batch comes first, so a batch size that does not fit fails at step 1)",
+    )
+    compile: bool = setting(
+        False,
+        "transformers loader: torch.compile each decoder layer with dynamic shapes (the first steps pay the compile)",
+    )
+    attention: Literal["sdpa", "varlen"] = setting(
+        "sdpa",
+        "transformers loader: varlen = flash attention's variable-length kernel for --packing rows (each "
+        "example attends only to itself; CUDA); sdpa = transformers' SDPA",
+    )
+    peft_input_cast: bool = setting(
+        False,
+        "transformers loader on a GPU: keep peft's fp32 copy of every LoRA input (under bf16 autocast it is "
+        "cast back before the matmul, so leaving it out changes no number)",
+    )
+    token_budget: int | None = setting(
+        None,
+        "unsloth: run a micro-batch holding more real tokens than this as several passes over whole "
+        "examples (same loss and gradients)",
+        metavar="N",
+    )
+    logging_steps: int = setting(1, "log every N optimizer steps")
+    save_steps: int = setting(200, "checkpoint every N optimizer steps")
+    save_total_limit: int = setting(2, "checkpoints kept")
+    eval_steps: int | None = setting(None, "validation loss every N steps (default: only at the end)", metavar="N")
+    eval_on_start: bool = setting(False, "also measure the validation loss before training")
+    output_dir: str | None = setting(None, "adapter folder, must not exist (default: ./lora_model_<precision>)")
+    report_to: Literal["auto", "wandb", "none"] = setting("auto", "auto = W&B when installed")
+    wandb_project: str = setting("sfteval", "W&B project")
+    run_name: str | None = setting(None, "W&B run name (default: the output folder's name)")
+    resume: bool = setting(False, "continue the unfinished run of --output-dir from its last checkpoint")
+    keep_checkpoints: bool = setting(False, "keep <output-dir>.partial/ after success")
+
+    def __post_init__(self) -> None:
+        modules = [name.strip() for item in self.target_modules for name in str(item).split(",")]
+        self.target_modules = tuple(name for name in modules if name)
+        for name in ("limit", "max_length", "lora_r", "lora_alpha", "batch_size", "grad_accum", "logging_steps",
+                     "save_steps", "save_total_limit", "eval_steps"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
 
     @property
     def effective_batch(self) -> int:
