@@ -1,14 +1,15 @@
 """Write docs/PRECISION.md from files the project wrote: generation benchmarks
 (`bench/generate_throughput.py --json`), parity runs (`bench/loader_parity.py`), IFEval scores of
 real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
+The run files are on git branch `runs` (as they were under docs/runs/): `git worktree add ../runs runs`.
 
-    G=docs/runs/gemma_2026-11-27 S4=docs/runs/h100_2026-11-27_s4 S5=docs/runs/h100_2026-11-27_s5
-    S6=docs/runs/h100_2026-11-27_s6 S7=docs/runs/h100_2026-11-27_s7
+    G=../runs/gemma_2026-11-27 S4=../runs/h100_2026-11-27_s4 S5=../runs/h100_2026-11-27_s5
+    S6=../runs/h100_2026-11-27_s6 S7=../runs/h100_2026-11-27_s7
     python bench/precision_report.py --advice docs/precision_advice.md --inputs \
-        docs/runs/h100_2026-11-27/bench_generate*.json $S4/bench_generate*.json $S5/bench_generate*.json \
+        ../runs/h100_2026-11-27/bench_generate*.json $S4/bench_generate*.json $S5/bench_generate*.json \
         $S6/bench_generate_torchnf4.json $S6/bench_generate_torchnf4_512.json $S6/bench_generate_autotune.json \
         $S6/bench_generate_bf16_ref.json $S7/bench_generate*.json \
-        docs/runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
+        ../runs/cpu/parity_smollm2_fp32_vs_bf16.json $G/eval_results/parity_*.json $S5/eval_results/parity_*.json \
         $G/eval_responses/*.scores.json.gz $S5/eval_responses/smollm2_hf_*.scores.json.gz \
         $S6/eval_responses/*.scores.json.gz $S7/eval_responses/*.scores.json.gz \
         $G/compare_*_bf16_vs_4bit.json $G/compare_hf_vs_unsloth_*.json $G/compare_*_vs_8bit_t0.json \

@@ -1,34 +1,26 @@
-"""bench/precision_report.py on the run files committed under docs/runs (real GPU outputs)."""
+"""bench/precision_report.py on small run files written by tests/bench/run_files.py in the formats of
+the real GPU outputs (those are on the `runs` branch); each figure checked is one an input holds."""
 
 import gzip
 import json
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
+
+from tests.bench import run_files as rf
 from tests.conftest import ROOT
 
-RUNS = ROOT / "docs" / "runs"
-INPUTS = [
-    RUNS / "h100_2026-11-27" / "bench_generate.json",
-    RUNS / "h100_2026-11-27" / "bench_generate_compile.json",
-    RUNS / "gemma_2026-11-27" / "eval_results" / "parity_gemma3-270m_hf_4bit.json",
-    RUNS / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_base_hf_bf16.scores.json.gz",
-    RUNS / "gemma_2026-11-27" / "compare_base_bf16_vs_4bit.json",
-]
+OOM = (
+    "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.01 GiB. GPU 0 has a total capacity of 79.18 GiB "
+    "of which 630.19 MiB is free."
+)
 
 
 def report(tmp_path, *inputs):
     out = tmp_path / "PRECISION.md"
     done = subprocess.run(
-        [
-            sys.executable,
-            "bench/precision_report.py",
-            "--inputs",
-            *(str(p.relative_to(ROOT)) if isinstance(p, Path) and p.is_relative_to(ROOT) else str(p) for p in inputs),
-            "--output",
-            str(out),
-        ],
+        [sys.executable, "bench/precision_report.py", "--inputs", *map(str, inputs), "--output", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,15 +29,73 @@ def report(tmp_path, *inputs):
     return done, out
 
 
-def test_every_row_names_its_file_and_figures_come_from_it(tmp_path):
-    done, out = report(tmp_path, *INPUTS)
+def file_cell(path) -> str:
+    return f"`{path.as_posix()}`"
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """One file of each kind: two equal-prompt speed files (dynamic and compiled cache), a 4-bit parity
+    run, the scores of an hf bf16 IFEval run (gzipped) and a bf16 vs 4-bit comparison."""
+    runs = tmp_path / "runs"
+    speed = rf.write_speed(
+        runs / "h100" / "bench_generate.json",
+        [rf.speed_result("hf-bf16", 1978.1, peak_gpu_gb=47.28), rf.speed_result("hf-4bit", 1705.8, peak_gpu_gb=36.93)],
+    )
+    compiled = rf.write_speed(
+        runs / "h100" / "bench_generate_compile.json", [rf.speed_result("hf-bf16-compile", 1680.9)]
+    )
+    parity = rf.write_parity(
+        runs / "gemma" / "eval_results" / "parity_gemma_hf_4bit.json",
+        "hf:bf16",
+        {
+            "hf:bf16": rf.parity_run("hf:bf16", 0.75),
+            "hf:4bit": rf.parity_run(
+                "hf:4bit",
+                0.625,
+                identical_to_reference=0.125,
+                median_first_divergence=1,
+                mean_abs_logprob_diff_per_token=0.0529,
+            ),
+        },
+    )
+    scores = rf.write_scores(
+        runs / "gemma" / "eval_responses" / "gemma_base_hf_bf16.scores.json.gz",
+        model="/cache/gemma-3-270m",
+        loader="hf",
+        precision="bf16",
+        template="none",
+        prompt_strict=rf.accuracy(0.1738, 0.1423, 0.2070),
+        inst_strict=rf.accuracy(0.2854, 0.2546, 0.3153),
+        prompt_loose=rf.accuracy(0.1811, 0.1479, 0.2144),
+    )
+    comparison = rf.write_comparison(
+        runs / "gemma" / "compare_base_bf16_vs_4bit.json",
+        ("base-bf16", "base-4bit"),
+        [
+            rf.paired_metric(
+                "prompt_level_strict_acc", -0.0351, -0.0592, -0.0092, p_value=0.011, pass_to_fail=35, fail_to_pass=16
+            ),
+            rf.paired_metric(
+                "prompt_level_loose_acc", -0.0296, -0.0555, -0.0018, p_value=0.036, pass_to_fail=34, fail_to_pass=18
+            ),
+            rf.paired_metric(
+                "inst_level_strict_acc", -0.0252, -0.0480, -0.0010, p_value=0.053, pass_to_fail=64, fail_to_pass=43
+            ),
+        ],
+    )
+    return [speed, compiled, parity, scores, comparison]
+
+
+def test_every_row_names_its_file_and_figures_come_from_it(tmp_path, inputs):
+    done, out = report(tmp_path, *inputs)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    for path in INPUTS:
-        assert f"`{path.relative_to(ROOT).as_posix()}`" in text
-    scores = json.loads(gzip.decompress(INPUTS[3].read_bytes()))["summary"]
+    for path in inputs:
+        assert file_cell(path) in text
+    scores = json.loads(gzip.decompress(inputs[3].read_bytes()))["summary"]
     assert f"{scores['prompt_level_strict_acc']:.1%}" in text
-    comparison = json.loads(INPUTS[4].read_text())
+    comparison = json.loads(inputs[4].read_text())
     strict = next(m for m in comparison["metrics"] if m["metric"] == "prompt_level_strict_acc")
     assert f"{strict['difference'] * 100:+.1f} [" in text
     assert "static + compiled decode" in text
@@ -61,34 +111,59 @@ def test_other_files_are_a_one_line_error(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "x.json" in done.stderr
 
 
-def test_hand_written_advice_comes_first_and_is_named(tmp_path):
+def test_hand_written_advice_comes_first_and_is_named(tmp_path, inputs):
     advice = tmp_path / "advice.md"
     advice.write_text("## Which to pick\n\nbf16, from the rows below.\n")
-    done, out = report(tmp_path, INPUTS[0], "--advice", advice)
+    done, out = report(tmp_path, inputs[0], "--advice", advice)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert text.index("## Which to pick") < text.index("## Generation speed")
     assert f"written by hand in `{advice.as_posix()}`" in text
-    done, _ = report(tmp_path, INPUTS[0], "--advice", tmp_path / "missing.md")
+    done, _ = report(tmp_path, inputs[0], "--advice", tmp_path / "missing.md")
     assert done.returncode == 2 and "missing.md" in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_speed_ratios_compare_runs_with_the_same_prompts_and_attention(tmp_path):
+def test_speed_ratios_compare_runs_with_the_same_prompts_and_attention(tmp_path, inputs):
     """Left-padded GQA-decode runs are compared with the hf bf16 run of that kind, not the first one."""
-    ragged = RUNS / "h100_2026-11-27_s4" / "bench_generate_ragged.json"
-    quant = RUNS / "h100_2026-11-27_s4" / "bench_generate_ragged_quant.json"
-    done, out = report(tmp_path, INPUTS[0], ragged, quant)
+    ragged = rf.write_speed(
+        tmp_path / "s4" / "bench_generate_ragged.json",
+        [
+            rf.speed_result("hf-bf16", 897.8, ragged=True),
+            rf.speed_result("hf-bf16-gqa", 2236.7, ragged=True),
+            rf.speed_result("hf-bf16-compile-gqa", 8106.6, ragged=True),
+        ],
+        ragged=True,
+    )
+    quant = rf.write_speed(
+        tmp_path / "s4" / "bench_generate_ragged_quant.json",
+        [
+            rf.speed_result("hf-4bit-gqa", 1672.4, ragged=True),
+            rf.speed_result("hf-8bit-t0-gqa", 1517.2, ragged=True),
+            rf.speed_result("hf-8bit-t6-gqa", 730.1, ragged=True),
+        ],
+        ragged=True,
+    )
+    done, out = report(tmp_path, inputs[0], ragged, quant)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[-2].strip(): line for line in out.read_text().splitlines() if "| 4bit |" in line}
     results = {r["run"]: r for f in (ragged, quant) for r in json.loads(f.read_text())["results"]}
     expected = results["hf-bf16-gqa"]["tokens_per_second"] / results["hf-4bit-gqa"]["tokens_per_second"]
-    line = rows[f"`{quant.relative_to(ROOT).as_posix()}`"]
+    line = rows[file_cell(quant)]
     assert "| left-padded | GQA decode |" in line and f"| {expected:.2f}x |" in line
 
 
 def test_runs_without_a_result_get_a_row_that_says_why(tmp_path):
     """unsloth bf16 ran out of memory and unsloth 8-bit was stopped by the parent, which recorded only its name."""
-    unsloth = RUNS / "h100_2026-11-27_s5" / "bench_generate_unsloth.json"
+    unsloth = rf.write_speed(
+        tmp_path / "s5" / "bench_generate_unsloth.json",
+        [
+            rf.speed_result("hf-bf16", 1032.7, ragged=True),
+            rf.failed_result("unsloth-bf16", OOM, ragged=True),
+            rf.speed_result("unsloth-4bit", 670.2, ragged=True),
+            rf.stopped_result("unsloth-8bit", 120),
+        ],
+        ragged=True,
+    )
     done, out = report(tmp_path, unsloth)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
@@ -106,15 +181,37 @@ def test_runs_without_a_result_get_a_row_that_says_why(tmp_path):
 
 def test_ifeval_rows_say_how_a_run_decoded(tmp_path):
     """The compiled 4-bit run with sfteval.model.nf4 is told apart from the eager bitsandbytes one."""
-    eager = RUNS / "h100_2026-11-27_s5" / "eval_responses" / "smollm2_hf_4bit.scores.json.gz"
-    compiled = RUNS / "h100_2026-11-27_s6" / "eval_responses" / "smollm2_hf_4bit_compiled.scores.json.gz"
-    t6 = RUNS / "h100_2026-11-27_s6" / "eval_responses" / "smollm2_hf_8bit.scores.json.gz"
+    figures = {
+        "prompt_strict": rf.accuracy(0.2052, 0.1719, 0.2403),
+        "inst_strict": rf.accuracy(0.3118, 0.2805, 0.3447),
+        "prompt_loose": rf.accuracy(0.2107, 0.1756, 0.2458),
+    }
+    model = "/cache/smollm2-135m-instruct"
+    responses = tmp_path / "eval_responses"
+    eager = rf.write_scores(
+        responses / "smollm2_hf_4bit.scores.json.gz", model=model, loader="hf", precision="4bit", **figures
+    )
+    compiled = rf.write_scores(
+        responses / "smollm2_hf_4bit_compiled.scores.json.gz",
+        model=model,
+        loader="hf",
+        precision="4bit",
+        compiled=True,
+        nf4_dequantize="torch",
+        **{**figures, "prompt_strict": rf.accuracy(0.1959, 0.1608, 0.2274)},
+    )
+    t6 = rf.write_scores(
+        responses / "smollm2_hf_8bit.scores.json.gz",
+        model=model,
+        loader="hf",
+        precision="8bit",
+        llm_int8_threshold=6.0,
+        **figures,
+    )
     done, out = report(tmp_path, eager, compiled, t6)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[-2].strip(): line for line in out.read_text().splitlines() if "| hf |" in line}
-    assert "| hf | 4bit | chat |" in rows[f"`{eager.relative_to(ROOT).as_posix()}`"]
-    assert (
-        "| hf | 4bit, compiled, NF4 dequantized in torch | chat |" in rows[f"`{compiled.relative_to(ROOT).as_posix()}`"]
-    )
-    assert "| 19.6% [16.1%, 22.7%] |" in rows[f"`{compiled.relative_to(ROOT).as_posix()}`"]
-    assert "| hf | 8bit (threshold 6) | chat |" in rows[f"`{t6.relative_to(ROOT).as_posix()}`"]
+    assert "| hf | 4bit | chat |" in rows[file_cell(eager)]
+    assert "| hf | 4bit, compiled, NF4 dequantized in torch | chat |" in rows[file_cell(compiled)]
+    assert "| 19.6% [16.1%, 22.7%] |" in rows[file_cell(compiled)]
+    assert "| hf | 8bit (threshold 6) | chat |" in rows[file_cell(t6)]
