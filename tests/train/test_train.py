@@ -236,7 +236,12 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     partial = tmp_path / "resumed.partial"
     assert not killed_dir.exists() and (partial / "checkpoints" / "checkpoint-4").is_dir()
 
-    # 3. --resume refuses changed settings, then continues from step 4.
+    # A kill while step 6 was being saved leaves a checkpoint folder holding only its README.
+    torn = partial / "checkpoints" / "checkpoint-6"
+    torn.mkdir()
+    (torn / "README.md").write_text("---\nlibrary_name: peft\n---\n")
+
+    # 3. --resume refuses changed settings, then skips the torn checkpoint and continues from step 4.
     env = script_env(SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part2.jsonl"))
     changed = [*common[:-6], "--lr", "5e-4", *common[-4:]]
     refused = run_script("train.py", *changed, "--report-to", "none", "--output-dir", str(killed_dir), "--resume")
@@ -246,6 +251,7 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "checkpoint-4" in resumed.stderr
+    assert "checkpoint-6 is incomplete" in resumed.stderr
 
     # Same micro-batches in the same order, none repeated, none skipped.
     batches_full = read_batches(tmp_path / "full.jsonl")
@@ -261,6 +267,12 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     assert a["global_step"] == b["global_step"] == 6 and b["resumed_from"].endswith("checkpoint-4")
     assert a["tokens_seen"] == b["tokens_seen"]
     assert b["train_loss_final"] == pytest.approx(a["train_loss_final"], rel=1e-4)
+    # With --logging-steps 1 every step's loss is in the log: the session means follow from it.
+    full_log = json.loads((tmp_path / "full" / "train_config.json").read_text())["log_history"]
+    step_losses = {entry["step"]: entry["loss"] for entry in full_log if "loss" in entry}
+    assert a["steps_this_session"] == 6 and b["steps_this_session"] == 2
+    assert a["train_loss_mean_this_session"] == pytest.approx(sum(step_losses.values()) / 6, rel=1e-3)
+    assert b["train_loss_mean_this_session"] == pytest.approx((step_losses[5] + step_losses[6]) / 2, rel=1e-3)
     from safetensors.torch import load_file
 
     wa = load_file(tmp_path / "full" / "adapter_model.safetensors")
