@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sfteval import records
+from sfteval import prompts, records
 from sfteval.cli import UserError
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
@@ -813,6 +813,8 @@ def save_adapter(loaded: loading.LoadedModel, paths: RunPaths, train_config: dic
     if staging.exists():
         shutil.rmtree(staging)
     loaded.model.save_pretrained(str(staging))
+    # The prompt format the adapter learned, not the base model's chat template.
+    loaded.tokenizer.chat_template = prompts.alpaca_chat_template(loaded.tokenizer)
     loaded.tokenizer.save_pretrained(str(staging))
     records.write_json_atomic(staging / loading.TRAIN_CONFIG, train_config)
     if paths.output.exists():

@@ -189,6 +189,16 @@ def test_toy_set_teaches_the_answer_and_the_stop(tmp_path, capsys, smollm2_dir):
     assert [c.text for c in completions] == [r["output"] for r in TOY]
     assert [c.stop_reason for c in completions] == ["eos"] * 3
 
+    # The adapter's own tokenizer carries the template it was trained with, for apply_chat_template users.
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(out)
+    chat = [{"role": "user", "content": TOY[0]["instruction"]}]
+    chat_ids = saved.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert chat_ids == prompts.encode(tok, prompts.alpaca_prompt(TOY[0]["instruction"]))
+    answered = saved.apply_chat_template([*chat, {"role": "assistant", "content": "Blue."}], tokenize=False)
+    assert answered == prompts.alpaca_prompt(TOY[0]["instruction"]) + "Blue." + tok.eos_token
+
     result = run_script(
         "inference.py", "--use-hf", "--precision", "bf16", "--lora", str(out), "--prompt", TOY[0]["instruction"],
         "--max-new-tokens", "24",
