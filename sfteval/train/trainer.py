@@ -191,6 +191,7 @@ def plan_paths(settings: TrainSettings) -> RunPaths:
     """Refuse to overwrite a finished adapter; find or refuse an unfinished run."""
     output = Path(settings.output_dir or default_output_dir(settings.precision)).expanduser()
     paths = RunPaths(output=output, work=partial_dir(output))
+    records.check_writable_folder(output.parent, "the folder of --output-dir")
     if output.exists():
         raise UserError(
             f"{output} already exists and nothing is overwritten; pass another --output-dir"
