@@ -138,4 +138,6 @@ def test_a_full_file_of_the_named_prompt_set_passes_the_fingerprint(prompt_set, 
 
 def test_validate_names_the_file_and_the_field():
     with pytest.raises(UserError, match=r"^x.json is not a valid tinymmlu_results file \(kind: Input should be"):
-        schemas.validate({"schema_version": 1, "kind": "other", "metadata": {}, "items": []}, "tinymmlu_results", "x.json")
+        schemas.validate(
+            {"schema_version": 1, "kind": "other", "metadata": {}, "items": []}, "tinymmlu_results", "x.json"
+        )
