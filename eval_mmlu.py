@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sfteval.mmlu import evaluate as mmlu
     from sfteval.model import loading
 
-    items, data = mmlu.load_items(args.data)  # a bad file fails here, before any model loads
+    items, data = mmlu.load_items(args.data)  # a bad file or output folder fails here, before any model loads
+    records.check_writable_folder(args.output_dir, "--output-dir")
     # n_items: the questions scored; sha256 and is_tinymmlu_test describe the whole source
     data["n_items_in_source"] = len(items)
     if args.limit:

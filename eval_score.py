@@ -62,17 +62,16 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
 
     source = Path(args.input)
     if args.output:
-        scores = Path(args.output)
-        if scores.exists():
-            raise cli.UserError(f"{scores} already exists; choose another --output (nothing is overwritten)")
+        scores = records.check_new_file(args.output, "--output")
     else:
-        scores = records.unique_path(source.with_name(f"{source.stem}.scores.json"))
+        scores = records.check_new_file(records.unique_path(source.with_name(f"{source.stem}.scores.json")))
     official = {}
     if args.official_out:
         official = {mode: Path(args.official_out) / name for mode, name in OFFICIAL_NAMES.items()}
         taken = [str(p) for p in official.values() if p.exists()]
         if taken:
             raise cli.UserError(f"{', '.join(taken)} already exist(s); choose another --official-out folder")
+        records.check_writable_folder(args.official_out, "--official-out folder")
     return scores, official
 
 

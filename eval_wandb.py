@@ -100,13 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:
         outcome = wandb_log.log_file(result, dest, wandb)
         run = (outcome.entry or {}).get("run_id")
-        print(f"{outcome.status}: {result.path}" + (f" -> run {run}" if run else ""))
+        print(
+            f"{outcome.status}: {result.path}" + (f" -> run {run}" if run else "") + wandb_log.sync_hint(outcome.entry)
+        )
     if args.compare:
         index_folder = results[0].path.parent
         markdown = report.results_markdown(rows)
         outcome = wandb_log.log_comparison(rows, written[1:], markdown, dest, index_folder, wandb)
         where = (outcome.entry or {}).get("report_url") or (outcome.entry or {}).get("run_id") or ""
-        print(f"comparison {outcome.status}" + (f": {where}" if where else ""))
+        print(f"comparison {outcome.status}" + (f": {where}" if where else "") + wandb_log.sync_hint(outcome.entry))
     return 0
 
 

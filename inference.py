@@ -33,15 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sfteval import prompts
     from sfteval.model import generation, loading
 
+    # First: bad sampling values fail before a model loads.
+    settings = generation.GenerationSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
+    )
     model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
     loaded = loading.load_model(
         loading.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
     )
     adapter_template = (loaded.adapter_train_config or {}).get("template")
     template = prompts.resolve_template(args.template, loaded.tokenizer, adapter_template)
-    settings = generation.GenerationSettings(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
-    )
     stop_ids = generation.stop_token_ids(loaded.tokenizer, loaded.model, template)
     info = loaded.info
     print(

@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model = args.model or str(testmodels.smollm2_gguf())
     out = (args.out or ROOT / "runs" / f"smoke_{records.timestamp()}").resolve()
+    records.check_writable_folder(out, "--out")
     if out.exists() and any(out.iterdir()):
         raise cli.UserError(f"{out} is not empty; choose another --out")
     responses, results, adapter = out / "eval_responses", out / "eval_results", out / "lora_smoke"

@@ -36,6 +36,29 @@ def alpaca_response(full_text: str) -> str:
     return tail.strip() if found else full_text.strip()
 
 
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return bos_id is not None and tokenizer("a")["input_ids"][:1] == [bos_id]
+
+
+def alpaca_chat_template(tokenizer: Any) -> str:
+    """The alpaca format as a Jinja chat template, saved with an adapter so that `apply_chat_template`
+    (vLLM, lm-eval) prompts it the way it was trained: a user message becomes the no-input alpaca
+    prompt, which already ends in the response marker, and an assistant message its answer and EOS.
+    BOS is written only where the tokenizer adds one itself, so the tokens match `encode(alpaca_prompt(...))`."""
+    before, after = alpaca_template()["prompt_no_input"].split("{instruction}")
+    # Literals go in as JSON strings, which Jinja reads the same way (HF's trim_blocks would eat raw newlines).
+    return (
+        ("{{ bos_token }}" if tokenizer_adds_bos(tokenizer) else "")
+        + "{% for message in messages %}"
+        + "{% if message['role'] == 'user' %}"
+        + f"{{{{ {json.dumps(before)} + message['content'] + {json.dumps(after)} }}}}"
+        + "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+        + "{% else %}{{ raise_exception('the alpaca template has user and assistant messages only') }}{% endif %}"
+        + "{% endfor %}"
+    )
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 

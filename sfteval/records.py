@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -100,13 +101,56 @@ def current_umask() -> int:
     return mask
 
 
+def check_writable_folder(folder: str | Path, what: str = "output folder") -> None:
+    """Refuse, before any work is done, a folder that cannot be written: one that is a file, lies
+    under a file, or is read-only. A folder that does not exist yet counts as its nearest parent."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {folder} cannot be made: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UserError(f"{what} {folder} cannot be written ({err.strerror or err})") from None
+
+
+def check_new_file(path: str | Path, what: str = "output file") -> Path:
+    """Refuse, before any work is done, an output file that exists or whose folder cannot be written."""
+    path = Path(path)
+    if path.exists():
+        raise UserError(f"{what} {path} already exists; choose another name (nothing is overwritten)")
+    check_writable_folder(path.parent, f"the folder of {what} {path},")
+    return path
+
+
+# Temporary files of write_text_atomic are `.<name>.sfteval-<random>.tmp`. One left behind by a write
+# killed before its rename is removed by a later write into the same folder, once it is this old.
+TMP_MARK = ".sfteval-"
+STALE_TMP_SECONDS = 3600
+
+
+def remove_stale_tmp(folder: Path) -> None:
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for leftover in folder.glob(f".*{TMP_MARK}*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+
+
 def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> Path:
     """Write via a temporary file and a rename, so a crash never leaves half a file."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; choose another output name (nothing is overwritten)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -114,9 +158,11 @@ def write_text_atomic(path: str | Path, text: str, overwrite: bool = False) -> P
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path} ({err.strerror or err})") from None
         raise
     return path
 
@@ -138,6 +184,8 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise UserError(f"{what} {path} is not a complete gzip file") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be read ({err.strerror or err})") from None
     if not text.strip():
         raise UserError(f"{what} {path} is empty")
     return text
@@ -152,23 +200,18 @@ def read_json(path: str | Path, what: str = "file") -> Any:
 
 
 def read_jsonl(path: str | Path, what: str = "file") -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{what} {path} line {lineno} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{what} {path} line {lineno} is not a JSON object")
-            rows.append(row)
-    if not rows:
-        raise UserError(f"{what} {path} is empty")
+    # Lines end at "\n" only: str.splitlines would also cut at characters like U+2028 inside a string.
+    for lineno, line in enumerate(read_text(path, what).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{what} {path} line {lineno} is not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{what} {path} line {lineno} is not a JSON object")
+        rows.append(row)
     return rows
 
 

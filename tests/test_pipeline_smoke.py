@@ -4,7 +4,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from sfteval import cli
+from tests.conftest import ROOT, load_script
 
 
 def test_smoke_pipeline_runs_end_to_end(tmp_path, shared_data, smollm2_dir):
@@ -30,3 +31,12 @@ def test_smoke_pipeline_runs_end_to_end(tmp_path, shared_data, smollm2_dir):
     assert results.count("| fp32 |") == 2 and "lora_smoke" in results
     assert (out / "compare.md").read_text().startswith("# IFEval comparison")
     assert (out / "compare.png").stat().st_size > 10_000
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    pipeline = load_script(ROOT / "run_pipeline.py", "run_pipeline")
+    blocker = tmp_path / "smoke"
+    blocker.write_text("notes\n")
+    assert cli.run(pipeline.main, ["--smoke", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err and blocker.read_text() == "notes\n"

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 
 from sfteval import prompts
@@ -52,3 +54,14 @@ def test_auto_template_prefers_adapter_then_chat_then_none(llama3_tokenizer):
     assert prompts.resolve_template("auto", NoChat()) == "none"
     with pytest.raises(UserError, match="no chat template"):
         prompts.resolve_template("chat", NoChat())
+
+
+def test_alpaca_chat_template_gives_the_training_prompt_tokens(llama3_tokenizer):
+    tokenizer = copy.copy(llama3_tokenizer)
+    tokenizer.chat_template = prompts.alpaca_chat_template(tokenizer)
+    chat = [{"role": "user", "content": "Name a color."}]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert ids == prompts.encode(tokenizer, prompts.alpaca_prompt("Name a color."))
+    assert ids.count(tokenizer.bos_token_id) == 1
+    with pytest.raises(Exception, match="user and assistant messages only"):
+        tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)

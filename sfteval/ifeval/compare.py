@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sfteval import records, stats
+from sfteval import records, schemas, stats
 from sfteval.cli import UserError
 
 KIND = "ifeval_comparison"
@@ -49,8 +49,7 @@ def load_run(path: str | Path, prompts: str | None = None) -> dict[str, Any]:
         doc = records.read_json(path)  # raises the one-line parse error
     kind = doc.get("kind") if isinstance(doc, dict) else None
     if kind == "ifeval_scores":
-        check_scores(doc, path)
-        return doc
+        return schemas.validate(doc, "ifeval_scores", path)
     if kind == "ifeval_responses":
         return _score(path, prompts)
     if kind:
@@ -75,20 +74,7 @@ def _looks_like_official_jsonl(text: str) -> bool:
 def _score(path: Path, prompts: str | None) -> dict[str, Any]:
     from sfteval.ifeval import scoring as ifeval
 
-    doc = ifeval.score_file(path, prompts=prompts)
-    check_scores(doc, path)
-    return doc
-
-
-def check_scores(doc: dict[str, Any], path: str | Path) -> None:
-    for field in ("summary", "per_prompt"):
-        if not isinstance(doc.get(field), (dict, list)):
-            raise UserError(f"{path} is an ifeval_scores file without `{field}`; re-score it with eval_score.py")
-    if not doc["per_prompt"]:
-        raise UserError(f"{path} holds no scored prompts")
-    for row in doc["per_prompt"]:
-        if len(row.get("follow_instruction_list_strict", [])) != len(row.get("instruction_id_list", [])):
-            raise UserError(f"{path}: prompt {row.get('key')} has verdicts that do not match its instructions")
+    return schemas.validate(ifeval.score_file(path, prompts=prompts), "ifeval_scores", path)
 
 
 def describe_run(doc: dict[str, Any]) -> str:

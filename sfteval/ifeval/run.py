@@ -230,7 +230,9 @@ class Partial:
     rows: list[dict[str, Any]]
     batches: list[dict[str, Any]]
     sessions: list[dict[str, Any]]
-    good_bytes: int  # length of the readable part; a line cut short by a crash lies beyond it
+    good_bytes: (
+        int  # length of the settled part; what a crash cut short (a torn line, rows without their batch) lies beyond
+    )
     torn_tail: bool
 
 
@@ -239,12 +241,11 @@ def read_partial(path: str | Path) -> Partial:
     if not path.is_file():
         raise UserError(f"no unfinished run at {path}")
     data = path.read_bytes()
-    lines = data.split(b"\n")
+    objects, ends = [], []  # each complete line's object and the byte offset where the line ends
+    offset = 0
     # Every complete line ends in "\n"; whatever follows the last "\n" was cut short by a crash.
-    tail = lines.pop()
-    good_bytes = len(data) - len(tail)
-    objects = []
-    for number, raw in enumerate(lines, 1):
+    for number, raw in enumerate(data.split(b"\n")[:-1], 1):
+        offset += len(raw) + 1
         if not raw.strip():
             continue
         try:
@@ -254,19 +255,24 @@ def read_partial(path: str | Path) -> Partial:
         if not isinstance(obj, dict):
             raise UserError(f"{path} line {number} is not a JSON object; the side file is damaged")
         objects.append(obj)
+        ends.append(offset)
     if not objects or objects[0].get("kind") != PARTIAL_KIND:
         raise UserError(
             f"{path} is not a side file of eval_generate.py (its first line is not a {PARTIAL_KIND} header)"
         )
+    # A batch's rows and its record are one write: rows after the last record lost it to a crash, so
+    # they count as cut short too (generated again), and every session's row count adds up.
+    settled = max(i for i, obj in enumerate(objects) if "key" not in obj)
     header, rows, batches, sessions = objects[0], [], [], []
-    for obj in objects[1:]:
+    for obj in objects[1 : settled + 1]:
         if "key" in obj:
             rows.append(obj)
         elif "batch" in obj:
             batches.append(obj["batch"])
         elif "session" in obj:
             sessions.append(obj["session"])
-    return Partial(path, header, rows, batches, sessions, good_bytes, bool(tail.strip()))
+    good_bytes = ends[settled]
+    return Partial(path, header, rows, batches, sessions, good_bytes, good_bytes < len(data))
 
 
 class SideFile:
@@ -292,29 +298,31 @@ def differing(current: dict[str, Any], recorded: dict[str, Any], keys: Sequence[
     return [k for k in keys if current.get(k) != recorded.get(k)]
 
 
-def find_partial(folder: Path, settings: dict[str, Any]) -> Path:
-    """The newest side file in `folder` whose settings match; a one-line error naming what
-    differs when none does."""
+def side_files(folder: Path, settings: dict[str, Any]) -> Iterator[tuple[Path, list[str]]]:
+    """(side file, the settings it differs in) for each side file in `folder`, newest first."""
     candidates = sorted(folder.glob("*" + PARTIAL_SUFFIX), key=lambda p: p.stat().st_mtime, reverse=True)
-    closest: tuple[Path, list[str]] | None = None
     for path in candidates:
         try:
             with open(path, encoding="utf-8") as handle:
                 header = json.loads(handle.readline())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if not isinstance(header, dict) or header.get("kind") != PARTIAL_KIND:
-            continue
-        diff = differing(settings, header.get("settings", {}), list(settings))
+        if isinstance(header, dict) and header.get("kind") == PARTIAL_KIND:
+            yield path, differing(settings, header.get("settings", {}), list(settings))
+
+
+def find_partial(folder: Path, settings: dict[str, Any]) -> Path:
+    """The newest side file in `folder` whose settings match; a one-line error naming what
+    differs when none does."""
+    found = list(side_files(folder, settings))
+    for path, diff in found:
         if not diff:
             return path
-        if closest is None:
-            closest = (path, diff)
-    if closest is None:
+    if not found:
         raise UserError(f"--resume: no unfinished run ({PARTIAL_SUFFIX} file) in {folder}")
     raise UserError(
         f"--resume: no unfinished run in {folder} matches these settings "
-        f"(the newest, {closest[0].name}, differs in: {', '.join(closest[1])})"
+        f"(the newest, {found[0][0].name}, differs in: {', '.join(found[0][1])})"
     )
 
 
@@ -578,7 +586,14 @@ def choose_paths(config: RunConfig, settings: dict[str, Any], model_name: str) -
     if explicit_file:
         paths = RunPaths.from_any(config.output)
     else:
-        paths = RunPaths(default_output(output_folder(config), model_name, config.adapter, config.precision))
+        folder = output_folder(config)
+        unfinished = next((path for path, diff in side_files(folder, settings) if not diff), None)
+        if unfinished is not None:
+            raise UserError(
+                f"{unfinished} holds an unfinished run with these settings; pass --resume to complete it, "
+                "or delete that file to start over"
+            )
+        paths = RunPaths(default_output(folder, model_name, config.adapter, config.precision))
     if paths.output.exists() or paths.official.exists():
         raise UserError(f"{paths.output} already exists; nothing is overwritten (choose another --output)")
     if paths.partial.exists():
@@ -648,6 +663,7 @@ def plan(config: RunConfig) -> Job:
         )
     settings = early_settings(config, model_name, loader, prompt_info, len(selected))
     paths, resuming = choose_paths(config, settings, model_name)
+    records.check_writable_folder(paths.output.parent, "the output folder")
     partial = None
     if resuming and not paths.output.exists():
         partial = read_partial(paths.partial)
@@ -738,7 +754,7 @@ def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]
         side = SideFile(paths.partial)
     else:
         if job.partial.torn_tail:
-            log(f"dropping a line cut short by the crash at the end of {paths.partial.name}")
+            log(f"dropping what the crash cut short at the end of {paths.partial.name} (it is generated again)")
         side = SideFile(paths.partial, truncate_to=job.partial.good_bytes)
     side.append([{"session": session}])
     return side

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfteval import records, stats
+from sfteval import records, schemas, stats
 from sfteval.cli import UserError
-from sfteval.ifeval.prompts import load_prompt_set, normalize
+from sfteval.ifeval.prompts import REQUIRED_KEYS, load_prompt_set, normalize
 
 SCORER_NAME = "sfteval.ifeval"
 LANGDETECT_SEED = 0
@@ -296,26 +296,8 @@ def _refuse_duplicates(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _own_rows(document: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    if document.get("schema_version", 0) > records.SCHEMA_VERSION:
-        raise UserError(f"{path} has schema_version {document['schema_version']}; this sfteval reads up to 1")
-    responses = document.get("responses")
-    if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
-        raise UserError(f"{path} has no `responses` list")
-    if not responses:
-        raise UserError(f"{path} holds no responses")
-    rows = []
-    for number, raw in enumerate(responses, 1):
-        missing = [k for k in ("key", "prompt", "instruction_id_list", "kwargs", "response") if k not in raw]
-        if missing:
-            raise UserError(f"{path} response {number} lacks {', '.join(missing)}")
-        try:
-            row = normalize(raw)
-        except (TypeError, ValueError, AttributeError):
-            raise UserError(f"{path} response {number} has a malformed key, instruction list or kwargs") from None
-        if len(row["instruction_id_list"]) != len(row["kwargs"]):
-            raise UserError(f"{path} response {number}: instruction_id_list and kwargs differ in length")
-        rows.append({**row, "response": raw["response"]})
-    return rows
+    schemas.validate(document, "ifeval_responses", path)
+    return [{**normalize(raw), "response": raw["response"]} for raw in document["responses"]]
 
 
 def _check_against_prompt_set(rows: list[dict[str, Any]], prompt_rows: list[dict[str, Any]], path: Path) -> None:
@@ -326,6 +308,23 @@ def _check_against_prompt_set(rows: list[dict[str, Any]], prompt_rows: list[dict
             raise UserError(f"{path}: key {row['key']} is not in the prompt set")
         if any(row[k] != expected[k] for k in ("prompt", "instruction_id_list", "kwargs")):
             raise UserError(f"{path}: the prompt with key {row['key']} differs from the prompt set's")
+
+
+def _check_named_prompt_set(rows: list[dict[str, Any]], metadata: dict[str, Any], path: Path) -> None:
+    """A file that answers as many prompts as the prompt set its metadata names (no --limit, none
+    missing) must answer exactly those prompts: same keys, texts and instructions, in the set's order."""
+    named = metadata.get("prompt_set")
+    if not isinstance(named, dict) or not isinstance(named.get("n_prompts"), int) or not named.get("sha256"):
+        return
+    if len(rows) > named["n_prompts"]:
+        raise UserError(f"{path} holds {len(rows)} responses, but its prompt set has only {named['n_prompts']} prompts")
+    if len(rows) == named["n_prompts"]:
+        own_prompts = [{k: row[k] for k in REQUIRED_KEYS} for row in rows]
+        if records.sha256_json(own_prompts) != named["sha256"]:
+            raise UserError(
+                f"{path}: its prompts (keys, texts or instructions) are not those of the prompt set its metadata "
+                f"names ({named.get('source')}, sha256 {named['sha256'][:12]}...); the file was edited or mixed up"
+            )
 
 
 def _match_official(parsed: list[dict[str, Any]], prompt_rows: list[dict[str, Any]], path: Path) -> list[dict]:
@@ -379,7 +378,8 @@ def read_responses(path: str | Path, prompts: str | Path | None = None, allow_mi
     _refuse_duplicates(rows, path)
     if prompt_rows is not None:
         _check_against_prompt_set(rows, prompt_rows, path)
-    metadata = content.get("metadata") or {}
+    metadata = content["metadata"]
+    _check_named_prompt_set(rows, metadata, path)
     promised = metadata.get("n_prompts")
     missing_keys: list[int] = []
     if isinstance(promised, int) and promised > len(rows):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sfteval import records, stats
+from sfteval import records, schemas, stats
 from sfteval.cli import UserError
 
 KIND = "tinymmlu_results"
@@ -17,13 +17,13 @@ COMPARISON_KIND = "tinymmlu_comparison"
 
 def load_run(path: str | Path) -> dict[str, Any]:
     doc = records.read_json(path, "tinyMMLU results file")
-    if not isinstance(doc, dict) or doc.get("kind") != KIND or not isinstance(doc.get("items"), list):
-        raise UserError(f"{path} is not a tinyMMLU results file from eval_mmlu.py (kind {KIND!r} with items)")
-    return doc
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise UserError(f"{path} is not a tinyMMLU results file from eval_mmlu.py (kind {KIND!r})")
+    return schemas.validate(doc, KIND, path)
 
 
 def verdicts(doc: dict[str, Any]) -> dict[int, bool]:
-    return {int(item["idx"]): bool(item["correct"]) for item in doc["items"]}
+    return {item["idx"]: item["correct"] for item in doc["items"]}
 
 
 def describe(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:

@@ -20,6 +20,14 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.temperature < float("inf"):  # also refuses nan
+            raise UserError(f"--temperature must be 0 (greedy) or above, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p is a probability mass: above 0 and at most 1, got {self.top_p}")
+
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0

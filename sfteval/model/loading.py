@@ -360,7 +360,15 @@ def load_unsloth(source: str, spec: ModelSpec) -> tuple[Any, Any]:
 def attach_adapter(model: Any, lora_dir: str) -> Any:
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, lora_dir)
+    try:
+        return PeftModel.from_pretrained(model, lora_dir)
+    except (RuntimeError, ValueError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "size mismatch" in line), first_line(err))
+        raise UserError(
+            f"the adapter {lora_dir} does not fit this base model ({reason[:200]}); it was trained on another "
+            "one: pass that model with --model, or leave --model out to use the base in its train_config.json"
+        ) from None
 
 
 def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfteval import records
+from sfteval import records, schemas
 from sfteval.cli import UserError
 
 IFEVAL_METRICS = (
@@ -59,6 +59,8 @@ def read_result_file(path: str | Path, allowed: Iterable[str]) -> ResultFile:
         what = f"holds {kind}" if kind else "is not a results file of this project or lm-eval (no `kind`)"
         hint = "; score it first: python eval_score.py --input FILE" if kind == "ifeval_responses" else ""
         raise UserError(f"{path} {what}, expected {', '.join(allowed)}{hint}")
+    if kind in schemas.SCHEMAS:
+        schemas.validate(doc, kind, path)
     return ResultFile(path=path, kind=kind, doc=doc, sha256=records.sha256_file(path))
 
 

@@ -69,9 +69,15 @@ class Index:
         self.data.setdefault("comparisons", {})
 
     def find(self, section: str, digest: str, dest: Destination) -> dict[str, Any] | None:
+        """The entry of an earlier run of this file to `dest`. Online, an offline run does not count:
+        it may never have been synced, and the user now wants the file on the server."""
+        online = not offline_mode()
         for entry in self.data[section].get(digest, []):
-            if entry.get("project") == dest.project and entry.get("entity") == dest.entity:
-                return entry
+            if entry.get("project") != dest.project or entry.get("entity") != dest.entity:
+                continue
+            if online and entry.get("mode") == "offline":
+                continue
+            return entry
         return None
 
     def add(self, section: str, digest: str, entry: dict[str, Any]) -> None:
@@ -518,9 +524,20 @@ def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def offline_mode() -> bool:
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun")
+
+
+def sync_hint(entry: dict[str, Any] | None) -> str:
+    """How to upload a run that was logged offline; empty for an online one."""
+    if not entry or entry.get("mode") != "offline":
+        return ""
+    return f" (offline; upload it with `wandb sync {entry.get('offline_dir')}`)"
+
+
 def report_possible() -> bool:
     """wandb-workspaces is installed and W&B is online (a Report is saved through the API)."""
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+    if offline_mode() or os.environ.get("WANDB_MODE", "").lower() == "disabled":
         return False
     try:
         import wandb_workspaces.reports.v2  # noqa: F401

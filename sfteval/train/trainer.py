@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from sfteval import records
+from sfteval import prompts, records
 from sfteval.cli import UserError, setting
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
@@ -46,6 +47,8 @@ TEMPLATE = "alpaca"
 PARTIAL_SUFFIX = ".partial"
 RUN_SETTINGS_FILE = "run_settings.json"
 WANDB_ID_FILE = "wandb_run_id"
+CHECKPOINT_PREFIX = "checkpoint-"  # transformers' checkpoint folder names
+TRAINER_STATE_FILE = "trainer_state.json"
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")
 OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -242,6 +245,7 @@ def plan_paths(settings: TrainSettings) -> RunPaths:
     """Refuse to overwrite a finished adapter; find or refuse an unfinished run."""
     output = Path(settings.output_dir or default_output_dir(settings.precision)).expanduser()
     paths = RunPaths(output=output, work=partial_dir(output))
+    records.check_writable_folder(output.parent, "the folder of --output-dir")
     if output.exists():
         raise UserError(
             f"{output} already exists and nothing is overwritten; pass another --output-dir"
@@ -267,12 +271,32 @@ def check_resume_settings(settings: TrainSettings, saved: dict[str, Any]) -> Non
         raise UserError("--resume needs the interrupted run's settings; these differ: " + "; ".join(differing))
 
 
+def checkpoint_is_complete(folder: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a folder without a readable one for its own step
+    was cut short by a kill while saving (on an 8B model that takes a while)."""
+    try:
+        state = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(state, dict) and str(state.get("global_step")) == folder.name.removeprefix(CHECKPOINT_PREFIX)
+
+
 def last_checkpoint(paths: RunPaths) -> str | None:
+    """The newest complete checkpoint; incomplete newer ones are removed (with a notice), so that
+    neither this resume nor the Trainer's own checkpoint rotation takes them for real ones."""
     if not paths.checkpoints.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(paths.checkpoints))
+    steps = {
+        int(folder.name.removeprefix(CHECKPOINT_PREFIX)): folder
+        for folder in paths.checkpoints.iterdir()
+        if folder.is_dir() and re.fullmatch(CHECKPOINT_PREFIX + r"\d+", folder.name)
+    }
+    for step in sorted(steps, reverse=True):
+        if checkpoint_is_complete(steps[step]):
+            return str(steps[step])
+        notice(f"--resume: {steps[step]} is incomplete (the run was stopped while saving it); removing it")
+        shutil.rmtree(steps[step])
+    return None
 
 
 # ---------------------------------------------------------------- W&B
@@ -348,7 +372,7 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
             self.sync = sync_cuda
             self.step_marks: list[tuple[int, float, int]] = []  # (global step, time, tokens seen)
             self.train_started = self.train_ended = None
-            self.tokens_at_start = 0
+            self.tokens_at_start = self.steps_at_start = 0
             self._window = (0.0, 0)
 
         def _now(self) -> float:
@@ -362,6 +386,7 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
         def on_train_begin(self, args, state, control, **kwargs):
             self.train_started = self._now()
             self.tokens_at_start = state.num_input_tokens_seen
+            self.steps_at_start = state.global_step  # after a resume: the checkpoint's step
             self._window = (self.train_started, state.num_input_tokens_seen)
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -386,6 +411,14 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
 
         def session_tokens(self, state) -> int:
             return state.num_input_tokens_seen - self.tokens_at_start
+
+        def session_mean_loss(self, state, training_loss: float | None) -> float | None:
+            """The mean loss of this session's steps. The Trainer divides this session's summed loss by
+            all steps since step 0, which after a resume makes its `training_loss` too small."""
+            session_steps = state.global_step - self.steps_at_start
+            if training_loss is None or session_steps <= 0:
+                return None
+            return training_loss * state.global_step / session_steps
 
         def window(self, first_step: int, last_step: int | None = None) -> dict[str, float] | None:
             """Tokens/s over the steps from `first_step` to `last_step` (the bench skips warm-up steps)."""
@@ -814,7 +847,8 @@ def make_train_config(
             "tokens_seen": state.num_input_tokens_seen,
             "train_loss_first": train_logs[0]["loss"] if train_logs else None,
             "train_loss_final": train_logs[-1]["loss"] if train_logs else None,
-            "train_loss_mean_this_session": getattr(output, "training_loss", None),
+            "train_loss_mean_this_session": throughput.session_mean_loss(state, getattr(output, "training_loss", None)),
+            "steps_this_session": state.global_step - throughput.steps_at_start,
             "eval_loss_initial": eval_logs[0]["eval_loss"] if eval_logs and settings.eval_on_start else None,
             "eval_loss_final": eval_final,
             "tokens_per_second": round(session_tokens / train_seconds, 1) if train_seconds > 0 else None,
@@ -834,6 +868,8 @@ def save_adapter(loaded: loading.LoadedModel, paths: RunPaths, train_config: dic
     if staging.exists():
         shutil.rmtree(staging)
     loaded.model.save_pretrained(str(staging))
+    # The prompt format the adapter learned, not the base model's chat template.
+    loaded.tokenizer.chat_template = prompts.alpaca_chat_template(loaded.tokenizer)
     loaded.tokenizer.save_pretrained(str(staging))
     records.write_json_atomic(staging / loading.TRAIN_CONFIG, train_config)
     if paths.output.exists():

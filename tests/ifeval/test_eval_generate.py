@@ -200,6 +200,7 @@ def test_help_is_instant():
         ("loader_clash", "--use-hf contradicts --loader unsloth"),
         ("unknown_config_key", "unknown setting(s) batch"),
         ("dequantize_bf16", "--dequantize-once is for 4-bit weights"),
+        ("output_is_a_file", "is a file, not a folder"),
     ],
 )
 def test_one_line_errors(case, expected, shared_data, tmp_path):
@@ -216,15 +217,20 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
         "loader_clash": ["--model", "x/y", "--use-hf", "--loader", "unsloth"],
         "unknown_config_key": ["--config", str(write_yaml(tmp_path / "run.yaml", "model: x/y\nbatch: 4\n"))],
         "dequantize_bf16": ["--model", "x/y", "--precision", "bf16", "--dequantize-once"],
+        "output_is_a_file": ["--model", str(tmp_path), "--prompts", prompts, "--limit", "1"],
     }[case]
-    if case == "not_ifeval":
+    if case in ("not_ifeval", "output_is_a_file"):
         (tmp_path / "config.json").write_text("{}")  # a folder that passes the model check
+    if case == "output_is_a_file":
+        (tmp_path / "out").write_text("my notes\n")  # refused before the model loads, left as it was
     result = run_cli(*argv, "--output", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").is_dir() or not list((tmp_path / "out").iterdir())
+    if case == "output_is_a_file":
+        assert (tmp_path / "out").read_text() == "my notes\n"
 
 
 # ----------------------------------------------------------------------------- side file and batching
@@ -295,22 +301,40 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     assert (config.model, config.precision, config.max_new_tokens) == ("a/b", "8bit", 64)
 
 
+SIDE_HEADER = {"kind": ifeval_run.PARTIAL_KIND, "settings": {"n_prompts": 3}}
+SIDE_ROW = {"key": 1, "prompt": "p", "response": "r", "new_tokens": 1, "stop_reason": "eos"}
+
+
+def side_lines(*objects):
+    return "".join(json.dumps(obj) + "\n" for obj in objects)
+
+
 def test_side_file_drops_a_line_cut_short(tmp_path):
     path = tmp_path / "run.partial.jsonl"
-    header = {"kind": ifeval_run.PARTIAL_KIND, "settings": {"n_prompts": 3}}
-    row = {"key": 1, "prompt": "p", "response": "r", "new_tokens": 1, "stop_reason": "eos"}
-    text = json.dumps(header) + "\n" + json.dumps(row) + "\n"
+    batch = {"batch": {"session": 0, "rows": 1, "seconds": 1.0}}
+    text = side_lines(SIDE_HEADER, {"session": {"index": 0}}, SIDE_ROW, batch)
     path.write_text(text + '{"key": 2, "prompt": "p", "resp')
     partial = ifeval_run.read_partial(path)
     assert partial.torn_tail and [r["key"] for r in partial.rows] == [1] and partial.good_bytes == len(text)
     side = ifeval_run.SideFile(path, truncate_to=partial.good_bytes)
-    side.append([{**row, "key": 2}, {"batch": {"session": 0, "rows": 1, "seconds": 1.0}}])
+    side.append([{**SIDE_ROW, "key": 2}, batch])
     side.close()
     again = ifeval_run.read_partial(path)
-    assert not again.torn_tail and [r["key"] for r in again.rows] == [1, 2] and len(again.batches) == 1
+    assert not again.torn_tail and [r["key"] for r in again.rows] == [1, 2] and len(again.batches) == 2
     path.write_text(text + "not json\n")
-    with pytest.raises(UserError, match="line 3 is not valid JSON"):
+    with pytest.raises(UserError, match="line 5 is not valid JSON"):
         ifeval_run.read_partial(path)
+
+
+def test_rows_whose_batch_record_a_kill_cut_off_are_generated_again(tmp_path):
+    """A kill inside the one write of a batch can keep its first rows and lose the rest and the
+    batch record: those rows belong to no session, so they are dropped like a torn line."""
+    path = tmp_path / "run.partial.jsonl"
+    settled = side_lines(SIDE_HEADER, {"session": {"index": 0}}, SIDE_ROW, {"batch": {"session": 0, "rows": 1}})
+    path.write_text(settled + side_lines({**SIDE_ROW, "key": 2}) + '{"key": 3, "pro')
+    partial = ifeval_run.read_partial(path)
+    assert [r["key"] for r in partial.rows] == [1] and partial.good_bytes == len(settled) and partial.torn_tail
+    assert sum(b["rows"] for b in partial.batches) == len(partial.rows)
 
 
 def test_find_partial_takes_the_newest_match_and_names_what_differs(tmp_path):
@@ -328,6 +352,17 @@ def test_find_partial_takes_the_newest_match_and_names_what_differs(tmp_path):
     with pytest.raises(UserError, match=r"c.partial.jsonl, differs in: precision, n_prompts"):
         ifeval_run.find_partial(tmp_path, {**settings, "n_prompts": 10})
     assert ifeval_run.RunPaths.from_any(tmp_path / "b.partial.jsonl").output == tmp_path / "b.json"
+
+
+def test_a_fresh_run_beside_an_unfinished_one_with_its_settings_points_to_resume(tmp_path):
+    settings = {"model": "m", "precision": "4bit", "n_prompts": 541}
+    side = tmp_path / "m_4bit_20260101_000000.partial.jsonl"
+    side.write_text(json.dumps({"kind": ifeval_run.PARTIAL_KIND, "settings": settings}) + "\n")
+    config = ifeval_run.RunConfig(model="m", precision="4bit", output=str(tmp_path))
+    with pytest.raises(UserError, match=f"{side.name} holds an unfinished run with these settings; pass --resume"):
+        ifeval_run.choose_paths(config, settings, "m")
+    paths, resuming = ifeval_run.choose_paths(config, {**settings, "precision": "bf16"}, "m")
+    assert not resuming and paths.output.parent == tmp_path and not paths.output.exists()
 
 
 def test_batches_are_balanced_sorted_and_shrink_after_out_of_memory():

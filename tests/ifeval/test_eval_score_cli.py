@@ -226,3 +226,13 @@ def test_separate_processes_write_identical_files(tmp_path, phi3_official, promp
     documents.append(without_times(ifeval.score_file(source, prompts=prompts_file)))
     assert documents[0]["summary"]["n_prompts"] == len(indices)
     assert documents[0] == documents[1] == documents[2]
+
+
+@pytest.mark.parametrize("flag", ["--output", "--official-out"])
+def test_an_output_under_a_file_is_refused_before_scoring(call, tmp_path, phi3_official, prompts_file, flag):
+    source = official_subset(tmp_path / "run.jsonl", phi3_official, range(3))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("notes\n")
+    code, out, err = call("--input", source, "--prompts", prompts_file, flag, blocker / "inside" / "x.json")
+    assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err
+    assert out == "" and not list(tmp_path.glob("*.scores.json"))  # no half output: nothing scored or written

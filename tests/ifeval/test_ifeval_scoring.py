@@ -171,7 +171,7 @@ def test_the_random_items_get_the_same_verdicts_in_another_process(phi3_rows, tm
     rows_file = tmp_path / "rows.json"
     rows_file.write_text(json.dumps(random_prone[::-1]))
     code = (
-        "import json, sys; from sfteval import ifeval; "
+        "import json, sys; from sfteval.ifeval import scoring as ifeval; "
         "print(json.dumps(ifeval.score_rows(json.load(open(sys.argv[1])))[::-1]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -86,6 +86,16 @@ def test_missing_data_file(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_an_output_folder_that_is_a_file_is_refused_before_the_model_loads(tmp_path, capsys, shared_data):
+    blocker = tmp_path / "eval_results"
+    blocker.write_text("notes\n")
+    data = shared_data / "tinymmlu" / "tinyMMLU_test.jsonl"
+    argv = ["--model", str(tmp_path / "no_model"), "--data", str(data), "--output-dir", str(blocker)]
+    assert cli.run(eval_mmlu.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err and blocker.read_text() == "notes\n"
+
+
 def test_4bit_goes_through_load_model_and_needs_a_gpu(smollm2_dir, shared_data, capsys):
     import torch
 

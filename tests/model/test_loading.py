@@ -25,6 +25,26 @@ def test_bad_adapter_folder(tmp_path, smollm2_dir):
         loading.load_model(loading.ModelSpec(model=str(smollm2_dir), lora=str(tmp_path / "x"), use_hf=True))
 
 
+def test_an_adapter_of_another_base_is_a_one_line_error(tmp_path, tiny_llama_dir, llama3_tokenizer):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from sfteval import testmodels
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(tmp_path / "adapter")
+    wider = testmodels.save_random_llama(
+        tmp_path / "wider", llama3_tokenizer, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+    )  # fmt: skip
+    spec = loading.ModelSpec(model=str(wider), lora=str(tmp_path / "adapter"), use_hf=True, precision="fp32")
+    with pytest.raises(
+        UserError, match=r"does not fit this base model \(size mismatch for .*pass that model with --model"
+    ):
+        loading.load_model(spec)
+
+
 def test_unknown_precision():
     with pytest.raises(UserError, match="unknown precision"):
         loading.choose_loader("3bit", use_hf=True, has_cuda=False, has_unsloth=False)

@@ -339,3 +339,43 @@ def test_a_failing_wandb_init_is_a_one_line_error(offline, monkeypatch, capsys):
     assert "could not start a W&B run (UsageError: api_key not configured (no-tty).); run `wandb login`" in err
     assert (offline / "results.md").is_file()  # the local files were written first
     assert not (offline / "eval_responses" / ".wandb_index.json").exists()
+
+
+class ServerStandIn:
+    """The few wandb calls log_file makes, answered as an online W&B would; records each run's name."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.started = []
+        self.plot = SimpleNamespace(bar=lambda *args, **kwargs: "bar chart")
+        self.Table = lambda **kwargs: "table"
+        self.Settings = lambda **kwargs: kwargs
+
+    def init(self, name, **kwargs):
+        from types import SimpleNamespace
+
+        self.started.append(name)
+        return SimpleNamespace(
+            id=f"online{len(self.started)}", name=name, offline=False, disabled=False, url="https://wandb.ai/x",
+            log=lambda data: None, summary={}, finish=lambda: None,
+        )  # fmt: skip
+
+
+def test_a_file_logged_offline_is_still_uploaded_once_online(offline, monkeypatch, capsys):
+    rc, out, _ = run_cli([], capsys)
+    assert rc == 0 and lines_starting(out, "logged: ") == 2
+    assert out.count("(offline; upload it with `wandb sync ") == 2
+    rc, out, _ = run_cli([], capsys)
+    assert lines_starting(out, "already logged: ") == 2 and "wandb sync" in out  # offline again: nothing new
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    server = ServerStandIn()
+    dest = wandb_log.Destination.from_args(None, None)
+    scores = report.find_scores(offline / "eval_responses")
+    outcomes = [wandb_log.log_file(report.read_result_file(p, ["ifeval_scores"]), dest, server) for p in scores]
+    assert [o.status for o in outcomes] == ["logged", "logged"] and len(server.started) == 2
+    again = [wandb_log.log_file(report.read_result_file(p, ["ifeval_scores"]), dest, server) for p in scores]
+    assert [o.status for o in again] == ["already logged"] * 2 and len(server.started) == 2
+    index = records.read_json(offline / "eval_responses" / wandb_log.INDEX_NAME)
+    assert sorted(e["mode"] for entries in index["files"].values() for e in entries) == ["offline"] * 2 + ["online"] * 2

@@ -118,6 +118,9 @@ def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
     (tmp_path / "half.partial").mkdir()
     code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
     assert code == 2 and "pass --resume" in err
+    (tmp_path / "notes").write_text("mine\n")
+    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "notes" / "lora"))
+    assert code == 2 and len(error_lines(err)) == 1 and "is a file, not a folder" in err
 
 
 # ---------------------------------------------------------------- real training on SmolLM2
@@ -189,6 +192,16 @@ def test_toy_set_teaches_the_answer_and_the_stop(tmp_path, capsys, smollm2_dir):
     assert [c.text for c in completions] == [r["output"] for r in TOY]
     assert [c.stop_reason for c in completions] == ["eos"] * 3
 
+    # The adapter's own tokenizer carries the template it was trained with, for apply_chat_template users.
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(out)
+    chat = [{"role": "user", "content": TOY[0]["instruction"]}]
+    chat_ids = saved.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert chat_ids == prompts.encode(tok, prompts.alpaca_prompt(TOY[0]["instruction"]))
+    answered = saved.apply_chat_template([*chat, {"role": "assistant", "content": "Blue."}], tokenize=False)
+    assert answered == prompts.alpaca_prompt(TOY[0]["instruction"]) + "Blue." + tok.eos_token
+
     result = run_script(
         "inference.py", "--use-hf", "--precision", "bf16", "--lora", str(out), "--prompt", TOY[0]["instruction"],
         "--max-new-tokens", "24",
@@ -236,7 +249,12 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     partial = tmp_path / "resumed.partial"
     assert not killed_dir.exists() and (partial / "checkpoints" / "checkpoint-4").is_dir()
 
-    # 3. --resume refuses changed settings, then continues from step 4.
+    # A kill while step 6 was being saved leaves a checkpoint folder holding only its README.
+    torn = partial / "checkpoints" / "checkpoint-6"
+    torn.mkdir()
+    (torn / "README.md").write_text("---\nlibrary_name: peft\n---\n")
+
+    # 3. --resume refuses changed settings, then skips the torn checkpoint and continues from step 4.
     env = script_env(SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part2.jsonl"))
     changed = [*common[:-6], "--lr", "5e-4", *common[-4:]]
     refused = run_script("train.py", *changed, "--report-to", "none", "--output-dir", str(killed_dir), "--resume")
@@ -246,6 +264,7 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "checkpoint-4" in resumed.stderr
+    assert "checkpoint-6 is incomplete" in resumed.stderr
 
     # Same micro-batches in the same order, none repeated, none skipped.
     batches_full = read_batches(tmp_path / "full.jsonl")
@@ -261,6 +280,12 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     assert a["global_step"] == b["global_step"] == 6 and b["resumed_from"].endswith("checkpoint-4")
     assert a["tokens_seen"] == b["tokens_seen"]
     assert b["train_loss_final"] == pytest.approx(a["train_loss_final"], rel=1e-4)
+    # With --logging-steps 1 every step's loss is in the log: the session means follow from it.
+    full_log = json.loads((tmp_path / "full" / "train_config.json").read_text())["log_history"]
+    step_losses = {entry["step"]: entry["loss"] for entry in full_log if "loss" in entry}
+    assert a["steps_this_session"] == 6 and b["steps_this_session"] == 2
+    assert a["train_loss_mean_this_session"] == pytest.approx(sum(step_losses.values()) / 6, rel=1e-3)
+    assert b["train_loss_mean_this_session"] == pytest.approx((step_losses[5] + step_losses[6]) / 2, rel=1e-3)
     from safetensors.torch import load_file
 
     wa = load_file(tmp_path / "full" / "adapter_model.safetensors")
