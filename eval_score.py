@@ -67,6 +67,8 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
         scores = records.check_new_file(records.unique_path(source.with_name(f"{source.stem}.scores.json")))
     official = {}
     if args.official_out:
+        if Path(args.official_out).exists() and not Path(args.official_out).is_dir():
+            raise cli.UserError(f"--official-out {args.official_out} is a file, not a folder; name a folder")
         official = {mode: Path(args.official_out) / name for mode, name in OFFICIAL_NAMES.items()}
         taken = [str(p) for p in official.values() if p.exists()]
         if taken:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from sfteval import cli
 
@@ -57,10 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sfteval.report import tables as report
 
     if args.input:
-        to_log = [Path(p) for p in args.input]
-        missing = [p for p in to_log if not p.is_file()]
-        if missing:
-            raise cli.UserError(f"{missing[0]} does not exist")
+        from sfteval import records
+
+        to_log = [records.require_file(p, "--input") for p in args.input]
     else:
         to_log = report.find_scores(args.responses_dir)
         if args.mmlu:

@@ -67,10 +67,25 @@ def newest(folder: Path, pattern: str) -> Path:
     return found[-1]
 
 
+def check_local_inputs(args: argparse.Namespace) -> None:
+    """A bad local dataset, prompt set or model fails here, in a second, not after training."""
+    from sfteval.ifeval import prompts as ifeval_prompts
+    from sfteval.model import loading
+    from sfteval.train import data
+
+    if data.is_local_dataset(args.dataset):
+        data.load_records(args.dataset, limit=args.records)
+    if args.prompts != ifeval_prompts.HUB_DATASET:
+        ifeval_prompts.load_prompt_set(args.prompts)
+    if args.model:
+        loading.check_model_source(args.model)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from sfteval import records, testmodels
 
+    check_local_inputs(args)
     model = args.model or str(testmodels.smollm2_gguf())
     out = (args.out or ROOT / "runs" / f"smoke_{records.timestamp()}").resolve()
     records.check_writable_folder(out, "--out")

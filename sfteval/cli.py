@@ -14,8 +14,38 @@ PRECISIONS = ("bf16", "8bit", "4bit", "fp32")
 TEMPLATES = ("auto", "chat", "alpaca", "none")
 
 
+# What to install when a package is missing: the scoring laptop's set, or the GPU stack.
+SCORING_INSTALL = "pip install -r requirements-score.txt"
+GPU_INSTALL = "pip install -r requirements.txt"
+INSTALL_HINTS = {
+    "lm_eval": SCORING_INSTALL,
+    "langdetect": SCORING_INSTALL,
+    "nltk": SCORING_INSTALL,
+    "immutabledict": SCORING_INSTALL,
+    "matplotlib": "pip install matplotlib",
+    "wandb": "pip install wandb",
+    "unsloth": f"{GPU_INSTALL}, or pass --use-hf",
+    "bitsandbytes": GPU_INSTALL,
+    "torch": GPU_INSTALL,
+    "transformers": GPU_INSTALL,
+    "peft": GPU_INSTALL,
+    "trl": GPU_INSTALL,
+    "accelerate": GPU_INSTALL,
+    "datasets": GPU_INSTALL,
+    "safetensors": GPU_INSTALL,
+}
+
+
 class UserError(Exception):
     """Bad input or a missing resource: printed as one line, exit code 2, no traceback."""
+
+
+def missing_package_message(err: ModuleNotFoundError) -> str | None:
+    """One line naming what to install, for a package that sfteval imports only where it is needed."""
+    package = (err.name or "").split(".")[0]
+    if package not in INSTALL_HINTS:
+        return None
+    return f"this needs the {package} package, which is not installed (or too old): {INSTALL_HINTS[package]}"
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -23,6 +53,12 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return main(argv) or 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        message = missing_package_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -171,12 +171,20 @@ def write_json_atomic(path: str | Path, obj: Any, overwrite: bool = False) -> Pa
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n", overwrite=overwrite)
 
 
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """`path` as a Path, or a one-line error when it is missing or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; pass the file inside it")
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    return path
+
+
 def read_text(path: str | Path, what: str = "file") -> str:
     """A file's text (gunzipped when it ends in .gz, e.g. a scores file kept small for moving around),
     or a one-line error when it is missing, not UTF-8 or empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} {path} does not exist")
+    path = require_file(path, what)
     try:
         data = path.read_bytes()
         text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")

@@ -35,9 +35,7 @@ PROMPT_EXCERPT_CHARS = 100
 
 def load_run(path: str | Path, prompts: str | None = None) -> dict[str, Any]:
     """An `ifeval_scores` document for `path`: read if it is one, scored on the fly otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
+    path = records.require_file(path, "run file")
     if path.suffix.lower() == ".jsonl":
         return _score(path, prompts)
     text = records.read_text(path, "run file")

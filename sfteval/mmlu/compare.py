@@ -17,8 +17,14 @@ COMPARISON_KIND = "tinymmlu_comparison"
 
 def load_run(path: str | Path) -> dict[str, Any]:
     doc = records.read_json(path, "tinyMMLU results file")
-    if not isinstance(doc, dict) or doc.get("kind") != KIND:
-        raise UserError(f"{path} is not a tinyMMLU results file from eval_mmlu.py (kind {KIND!r})")
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if kind != KIND or not isinstance(doc.get("items"), list):
+        found = f"kind {kind!r}" if kind else "no `kind`"
+        raise UserError(
+            f"{path} is not a tinyMMLU results file from eval_mmlu.py: it has {found}, expected {KIND!r} with items"
+        )
+    if not doc["items"]:
+        raise UserError(f"{path} holds no items; pass a file from a finished eval_mmlu.py run")
     return schemas.validate(doc, KIND, path)
 
 

@@ -138,7 +138,7 @@ def load_items(source: str | None = None) -> tuple[list[Item], dict[str, Any]]:
     """The questions in file (or hub) order and a description of where they came from."""
     if source and source != HUB_DATASET:
         path = Path(source).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"tinyMMLU data {source} does not exist; pass a JSONL file or {HUB_DATASET}")
         try:
             rows = read_jsonl(path, "tinyMMLU data")

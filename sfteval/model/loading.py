@@ -60,10 +60,14 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def unsloth_installed() -> bool:
+def installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("unsloth") is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def unsloth_installed() -> bool:
+    return installed("unsloth")
 
 
 def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: bool) -> str:
@@ -76,6 +80,10 @@ def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: boo
                 f"--precision {precision} needs a CUDA GPU with bitsandbytes; on this machine use --precision bf16 --use-hf"
             )
         return "hf"
+    if precision in QUANTIZED and not installed("bitsandbytes"):
+        raise UserError(
+            f"--precision {precision} needs bitsandbytes, which is not installed: pip install -r requirements.txt"
+        )
     if use_hf:
         return "hf"
     if not has_unsloth:

@@ -25,6 +25,7 @@ Test hooks (environment variables, used by tests/test_train.py):
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -196,6 +197,10 @@ class TrainSettings:
             (self.optim in OPTIMIZERS, f"unknown --optim {self.optim}; choose one of {', '.join(OPTIMIZERS)}"),
             (self.lr_scheduler in SCHEDULERS, f"unknown --lr-scheduler {self.lr_scheduler}"),
             (self.report_to in REPORT_TO, f"unknown --report-to {self.report_to}"),
+            (
+                self.report_to != "wandb" or importlib.util.find_spec("wandb") is not None,
+                "--report-to wandb needs the wandb package: pip install wandb (or pass --report-to none)",
+            ),
             (self.overlong in data_mod.OVERLONG_POLICIES, f"unknown --overlong {self.overlong}"),
             (self.learning_rate > 0, "--lr must be positive"),
             (self.epochs > 0, "--epochs must be positive"),
@@ -490,8 +495,6 @@ def resolve_optimizer(optim: str, has_cuda: bool) -> tuple[str, str | None]:
     if optim in EIGHT_BIT_OPTIMIZERS:
         if not has_cuda:
             return "adamw_torch", f"{optim} needs CUDA (bitsandbytes); using torch AdamW on this CPU"
-        import importlib.util
-
         if importlib.util.find_spec("bitsandbytes") is None:
             return "adamw_torch", f"{optim} needs bitsandbytes, which is not installed; using torch AdamW"
     if optim == "adamw_torch_fused" and not has_cuda:
