@@ -45,6 +45,7 @@ class RecipeChoice:
 
     def __init__(self) -> None:
         self.line = ""
+        self.record: dict[str, str] = {}
 
     def __call__(self, known: argparse.Namespace) -> dict:
         from sfteval.train import recipes
@@ -56,8 +57,9 @@ class RecipeChoice:
             recipe, why = recipes.choose(known.model, recipes.free_gpu_gb())
             self.line = f"recipe: {recipe.name} ({why}; --recipe to choose another)\n  {recipe.describe()}"
         else:
-            recipe = recipes.load(known.recipe)
+            recipe, why = recipes.load(known.recipe), "as asked"
             self.line = f"recipe: {recipe.name} (as asked)\n  {recipe.describe()}"
+        self.record = {"name": recipe.name, "file": str(recipe.path), "why": why, "line": self.line}
         return recipe.settings
 
 
@@ -84,12 +86,12 @@ def estimate_memory(settings: TrainSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     choice = RecipeChoice()
     settings, command = cli.parse_settings([TrainSettings, TrainCommand], argv, __doc__, base_defaults=choice)
-    print(choice.line, file=sys.stderr)
     if command.estimate_memory:
+        print(choice.line, file=sys.stderr)
         return estimate_memory(settings)
     from sfteval.train import trainer
 
-    trainer.run(settings)
+    trainer.run(settings, choice.record)
     return 0
 
 

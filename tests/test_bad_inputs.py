@@ -167,7 +167,7 @@ CASES = [
     case(
         "score-response-missing-key",
         (*SCORE, "--input", "{tmp}/r.json"),
-        "lacks response",
+        "responses.0.response: field required",
         {
             "r.json": lambda s: with_rows(
                 s.responses, "responses", dropped_from_first(s.responses["responses"], "response")
@@ -630,7 +630,7 @@ MISSING_DEPENDENCIES = [
     ),
     case(
         "generate-on-gpu-without-unsloth",
-        ("eval_generate.py", "--model", "{tiny}", "--precision", "bf16", "--prompts", "{tmp}/p.jsonl"),
+        ("eval_generate.py", "--model", "{tiny}", "--loader", "unsloth", "--prompts", "{tmp}/p.jsonl"),
         "requirements.txt",
         PROMPTS,
         hide=("unsloth",),

@@ -483,6 +483,8 @@ def _save(fig, path: str | Path, plt) -> Path:
     try:
         fig.savefig(tmp, dpi=120, format="png")
         tmp.replace(path)
+    except OSError as err:
+        raise UserError(f"chart {path} cannot be written ({err.strerror or err}); choose another folder") from None
     finally:
         plt.close(fig)
         if tmp.exists():

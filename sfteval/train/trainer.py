@@ -684,8 +684,9 @@ def planned_steps(settings: TrainSettings, n_train: int) -> int:
     return math.ceil(per_epoch * settings.epochs)
 
 
-def run(settings: TrainSettings) -> Path:
-    """Train and write the adapter folder; returns its path."""
+def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
+    """Train and write the adapter folder; returns its path. `recipe` (name, why, line) is how
+    train.py chose the settings: printed once the inputs are checked, kept in train_config.json."""
     started = time.perf_counter()
     settings.validate()
     paths = plan_paths(settings)
@@ -699,6 +700,8 @@ def run(settings: TrainSettings) -> Path:
         settings.dataset, settings.dataset_split, settings.dataset_revision, settings.limit
     )
     loaded = load_model(settings)
+    if recipe:
+        print(recipe["line"], file=sys.stderr)
     print(f"tokenizing {len(rows):,} records with the alpaca template ...", file=sys.stderr, flush=True)
     tokenized = data_mod.prepare(
         loaded.tokenizer, rows, settings.max_length, settings.overlong, settings.val_size, settings.seed
@@ -760,7 +763,9 @@ def run(settings: TrainSettings) -> Path:
     eval_final = None
     if tokenized.val:
         eval_final = trainer.evaluate().get("eval_loss")
-    train_config = make_train_config(settings, paths, built, loaded, dataset_info, stats, output, eval_final, started)
+    train_config = make_train_config(
+        settings, paths, built, loaded, dataset_info, stats, output, eval_final, started, recipe
+    )
     train_config["results"]["resumed_from"] = resume_from
     save_adapter(loaded, paths, train_config)
     if wandb is not None and wandb.run is not None:
@@ -801,6 +806,7 @@ def make_train_config(
     output: Any,
     eval_final: float | None,
     started: float,
+    recipe: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     trainer, throughput = built.trainer, built.throughput
     state = trainer.state
@@ -819,7 +825,12 @@ def make_train_config(
         packing_used=built.packing_used,
         bf16_autocast=bool(getattr(trainer.args, "bf16", False)),
     )
-    metadata = records.run_metadata(settings=settings.to_dict(), trainer=type(trainer).__name__, backend=built.backend)
+    metadata = records.run_metadata(
+        settings=settings.to_dict(),
+        recipe={k: v for k, v in (recipe or {}).items() if k != "line"} or None,
+        trainer=type(trainer).__name__,
+        backend=built.backend,
+    )
     return records.envelope(
         TRAIN_CONFIG_KIND,
         metadata,
