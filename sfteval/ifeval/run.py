@@ -505,17 +505,16 @@ class Ready:
 
 
 def plan(config: RunConfig) -> Job:
-    """Every check that needs no model: flags, adapter, model path, prompts, output names, and
-    for --resume the side file and its settings. Errors here cost seconds, not a model load."""
+    """Every check that needs no model: flags, this machine, adapter, model path, prompts, output
+    names, and for --resume the side file and its settings. Errors here cost seconds, not a model load."""
     from sfteval.model import loading
 
     check_config(config)
+    loader, has_cuda = loading.check_machine(config.precision, config.use_hf)
     model_name, train_config = loading.resolve_base_model(config.model, config.adapter)
     loading.check_model_source(model_name)
     rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
     selected = rows[: config.limit] if config.limit else rows
-    has_cuda = loading.cuda_available()
-    loader = loading.choose_loader(config.precision, config.use_hf, has_cuda, has_cuda and loading.unsloth_installed())
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
     if config.merge_adapter and loader != "hf":

@@ -54,6 +54,20 @@ class LoadedModel:
     adapter_train_config: dict[str, Any] | None = None
 
 
+# What a machine without a CUDA GPU can run instead of the GPU jobs.
+ON_A_CPU = (
+    "on this machine `python run_pipeline.py --smoke` runs train -> generate -> score -> report on SmolLM2-135M "
+    "in a few minutes, a small local model runs with --use-hf --precision fp32 --model FOLDER, and scoring and "
+    "reports (eval_score.py, compare_ifeval.py, eval_wandb.py) need only requirements-score.txt"
+)
+
+
+def torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -73,7 +87,7 @@ def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: boo
     if not has_cuda:
         if precision in QUANTIZED:
             raise UserError(
-                f"--precision {precision} needs a CUDA GPU with bitsandbytes; on this machine use --precision bf16 --use-hf"
+                f"--precision {precision} needs a CUDA GPU (bitsandbytes quantization) and torch sees none; {ON_A_CPU}"
             )
         return "hf"
     if use_hf:
@@ -81,6 +95,18 @@ def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: boo
     if not has_unsloth:
         raise UserError("unsloth is not installed; `pip install -r requirements.txt` or pass --use-hf")
     return "unsloth"
+
+
+def check_machine(precision: str, use_hf: bool) -> tuple[str, bool]:
+    """(loader, has_cuda) for this machine without importing unsloth: the first thing a training
+    or generation run does, so a job this machine cannot run fails before any data or model loads."""
+    if not torch_installed():
+        raise UserError(
+            "torch is not installed: this looks like the scoring set (requirements-score.txt), which scores, "
+            "compares and reports; loading a model needs requirements.txt (GPU) or requirements-test.txt (CPU)"
+        )
+    has_cuda = cuda_available()
+    return choose_loader(precision, use_hf, has_cuda, has_cuda and unsloth_installed()), has_cuda
 
 
 def read_adapter(lora_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -430,8 +456,7 @@ class LoraSettings:
 def pick_loader(precision: str, use_hf: bool) -> tuple[str, bool]:
     """(loader, has_cuda) for this machine, importing unsloth right away when it is the loader,
     because it must patch transformers, trl and peft before anything else imports them."""
-    has_cuda = cuda_available()
-    loader = choose_loader(precision, use_hf, has_cuda, has_cuda and unsloth_installed())
+    loader, has_cuda = check_machine(precision, use_hf)
     if loader == "unsloth":
         import unsloth  # noqa: F401  (import order matters: before transformers/trl/peft)
     return loader, has_cuda

@@ -598,6 +598,8 @@ def run(settings: TrainSettings) -> Path:
     """Train and write the adapter folder; returns its path."""
     started = time.perf_counter()
     settings.validate()
+    # This machine first: a GPU-only recipe on a CPU fails before the hub dataset is fetched.
+    loading.check_machine(settings.precision, settings.use_hf)
     paths = plan_paths(settings)
     resume_from = None
     if settings.resume:

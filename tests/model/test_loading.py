@@ -31,9 +31,18 @@ def test_unknown_precision():
 
 
 @pytest.mark.parametrize("precision", ["8bit", "4bit"])
-def test_quantized_without_gpu_says_what_works(precision):
-    with pytest.raises(UserError, match="needs a CUDA GPU.*--precision bf16 --use-hf"):
+def test_quantized_without_gpu_says_what_this_machine_can_run(precision):
+    with pytest.raises(UserError, match="needs a CUDA GPU") as refused:
         loading.choose_loader(precision, use_hf=False, has_cuda=False, has_unsloth=False)
+    message = str(refused.value)
+    assert "run_pipeline.py --smoke" in message and "requirements-score.txt" in message
+    assert "--precision bf16" not in message  # bf16 of the default 8B model is no answer on a CPU
+
+
+def test_a_machine_without_torch_is_told_which_requirements_load_models(monkeypatch):
+    monkeypatch.setattr(loading, "torch_installed", lambda: False)
+    with pytest.raises(UserError, match="torch is not installed.*requirements.txt \\(GPU\\).*requirements-test.txt"):
+        loading.check_machine("bf16", use_hf=True)
 
 
 def test_loader_choice():

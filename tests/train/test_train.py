@@ -94,7 +94,7 @@ BAD = {
 def test_bad_dataset_is_a_one_line_error_before_any_model_loads(tmp_path, capsys, name):
     text, expected = BAD[name]
     (tmp_path / name).write_text(text)
-    code, err = run_main(capsys, "--dataset", str(tmp_path / name), "--output-dir", str(tmp_path / "out"))
+    code, err = run_main(capsys, *CPU, "--dataset", str(tmp_path / name), "--output-dir", str(tmp_path / "out"))
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
@@ -102,21 +102,34 @@ def test_bad_dataset_is_a_one_line_error_before_any_model_loads(tmp_path, capsys
 
 def test_offline_hub_dataset_is_a_one_line_error(tmp_path):
     env = script_env(HF_HOME=str(tmp_path / "hf"))
-    result = run_script("train.py", "--dataset", "yahma/alpaca-cleaned", "--output-dir", str(tmp_path / "o"), env=env)
+    result = run_script(
+        "train.py", *CPU, "--dataset", "yahma/alpaca-cleaned", "--output-dir", str(tmp_path / "o"), env=env
+    )
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "could not load dataset 'yahma/alpaca-cleaned'" in lines[0] and "local alpaca .json" in lines[0]
 
 
+def test_the_gpu_recipe_on_a_cpu_fails_first_and_names_what_runs_here(tmp_path, capsys, monkeypatch):
+    # the README's `python train.py` (4-bit) on a machine without CUDA: refused before the dataset is read
+    monkeypatch.setattr(loading, "cuda_available", lambda: False)
+    code, err = run_main(capsys, "--dataset", str(tmp_path / "not_read.json"), "--output-dir", str(tmp_path / "out"))
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: --precision 4bit needs a CUDA GPU") and "not_read.json" not in lines[0]
+    assert "run_pipeline.py --smoke" in lines[0] and "requirements-score.txt" in lines[0]
+    assert not (tmp_path / "out.partial").exists()
+
+
 def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
     dataset = str(shared_data / ALPACA_FILE)
     (tmp_path / "done").mkdir()
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "done"))
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "done"))
     assert code == 2 and "already exists" in err
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "new"), "--resume")
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "new"), "--resume")
     assert code == 2 and "no unfinished run" in err
     (tmp_path / "half.partial").mkdir()
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
     assert code == 2 and "pass --resume" in err
 
 
@@ -485,7 +498,7 @@ def load_model(settings):
 
 trainer.load_model = load_model
 trainer.run(trainer.TrainSettings(model={str(tmp_path)!r}, dataset={str(shared_data / ALPACA_FILE)!r},
-    output_dir={str(tmp_path / "out")!r}, limit=10, report_to="none"))
+    output_dir={str(tmp_path / "out")!r}, limit=10, report_to="none", precision="bf16"))
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "imported first: []", result.stderr[-2000:]
