@@ -226,3 +226,18 @@ def test_separate_processes_write_identical_files(tmp_path, phi3_official, promp
     documents.append(without_times(ifeval.score_file(source, prompts=prompts_file)))
     assert documents[0]["summary"]["n_prompts"] == len(indices)
     assert documents[0] == documents[1] == documents[2]
+
+
+def test_an_empty_input_name_is_one_line_that_says_no_run_exists(call, tmp_path):
+    # `--input "$(ls -t eval_responses/*[0-9].json | head -1)"` before any run gives ""
+    code, out, err = call("--input", "")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --input is empty") and err.count("\n") == 1 and "eval_generate.py" in err
+
+
+def test_a_folder_as_input_is_one_line(call, tmp_path):
+    code, _, err = call("--input", tmp_path)
+    assert (
+        code == 2
+        and err == f"error: --input {tmp_path} is a folder; name a responses .json (or official .jsonl) file in it\n"
+    )
