@@ -64,7 +64,12 @@ def add_model_args(
     )
     group.add_argument("--lora", metavar="DIR", help="LoRA adapter folder written by train.py (or any PEFT adapter)")
     group.add_argument(
-        "--precision", choices=PRECISIONS, default="bf16", help="weights precision (default: %(default)s)"
+        "--precision",
+        choices=PRECISIONS,
+        default="bf16",
+        help="weights precision (default: %(default)s). Measuring defaults to bf16, the reference weights; "
+        "train.py and inference.py default to 4bit, the seed recipe's QLoRA. Measure an adapter at the precision "
+        "it was trained at to see it as trained",
     )
     group.add_argument(
         "--use-hf",
