@@ -279,24 +279,39 @@ def load_tokenizer(source: str) -> Any:
     return tokenizer
 
 
+class MessageFilter(logging.Filter):
+    """Drops the log messages that start with `message_start`, or all but the first of them."""
+
+    def __init__(self, message_start: str, keep_first: bool) -> None:
+        super().__init__()
+        self.message_start, self.keep_first, self.seen = message_start, keep_first, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.message_start):
+            return True
+        first, self.seen = not self.seen, True
+        return first and self.keep_first
+
+
+def filter_log(logger_name: str, message_start: str, keep_first: bool) -> None:
+    """Install a MessageFilter once per process; works before the logging module is imported,
+    since getLogger hands the module the same logger later."""
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(f, "message_start", None) == message_start for f in logger.filters):
+        logger.addFilter(MessageFilter(message_start, keep_first))
+
+
 def log_once(logger_name: str, message_start: str) -> None:
     """Let a log message that starts with `message_start` through once per process. bitsandbytes
     logs its bf16 -> fp16 input cast on every 8-bit matmul: 100,000+ lines in one IFEval run."""
+    filter_log(logger_name, message_start, keep_first=True)
 
-    class Once(logging.Filter):
-        def __init__(self) -> None:
-            super().__init__()
-            self.message_start, self.seen = message_start, False
 
-        def filter(self, record: logging.LogRecord) -> bool:
-            if not str(record.msg).startswith(self.message_start):
-                return True
-            first, self.seen = not self.seen, True
-            return first
-
-    logger = logging.getLogger(logger_name)
-    if not any(getattr(f, "message_start", None) == message_start for f in logger.filters):
-        logger.addFilter(Once())
+def silence_bitsandbytes_cpu_probe() -> None:
+    """bitsandbytes, imported by peft in every process, probes for an optional fused CPU 4-bit
+    kernel and warns to `pip install kernels` when it is absent. 4-bit runs only on a CUDA GPU
+    here (choose_loader), so the advice can never help; the warning is dropped."""
+    filter_log("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward", keep_first=False)
 
 
 def unwrap_peft(model: Any) -> Any:
@@ -395,6 +410,7 @@ def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
     if spec.precision not in PRECISIONS:
         raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
     check_model_source(name)
+    silence_bitsandbytes_cpu_probe()
     if spec.precision == "8bit":
         log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
     loader, has_cuda = pick_loader(spec.precision, spec.use_hf)

@@ -1,11 +1,14 @@
 import copy
 import logging
+import subprocess
+import sys
 
 import pytest
 
 from sfteval import prompts
 from sfteval.cli import UserError
 from sfteval.model import generation, loading
+from tests.conftest import ROOT
 
 
 def test_missing_model_path_is_a_one_line_error():
@@ -108,6 +111,18 @@ def test_character_level_gguf_tokenizer_is_refused(llama3_tokenizer):
 
     with pytest.raises(UserError, match="splits text into single characters"):
         loading.check_gguf_tokenizer(CharTokenizer(), Path("gemma-3-270m-q4_k_m.gguf"))
+
+
+def test_the_bitsandbytes_cpu_kernel_probe_says_nothing_once_silenced():
+    """peft imports bitsandbytes, whose CPU backend asks for `pip install kernels`, advice for a
+    4-bit CPU path that the loaders never take."""
+    probe = "from sfteval.model import loading\n{}import peft\n"
+    plain = subprocess.run([sys.executable, "-c", probe.format("")], capture_output=True, text=True, cwd=ROOT)
+    if "pip install kernels" not in plain.stderr:
+        pytest.skip("bitsandbytes does not probe for its fused CPU kernel on this CPU (no AVX512-BF16)")
+    silenced = probe.format("loading.silence_bitsandbytes_cpu_probe()\n")
+    quiet = subprocess.run([sys.executable, "-c", silenced], capture_output=True, text=True, cwd=ROOT)
+    assert quiet.returncode == 0 and "kernels" not in quiet.stderr, quiet.stderr
 
 
 def test_log_once_lets_a_repeated_message_through_once(caplog):
