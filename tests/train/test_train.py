@@ -136,6 +136,7 @@ def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
 # ---------------------------------------------------------------- real training on SmolLM2
 
 
+@pytest.mark.slow
 def test_smollm2_on_real_alpaca_lowers_the_held_out_loss(tmp_path, capsys, smollm2_dir, shared_data):
     out = tmp_path / "lora"
     args = [
@@ -175,6 +176,7 @@ TOY = [
 ]
 
 
+@pytest.mark.slow
 def test_toy_set_teaches_the_answer_and_the_stop(tmp_path, capsys, smollm2_dir):
     """A few dozen steps on three records: greedy generation reproduces each answer and stops on
     EOS, in-process and through inference.py (bf16, the adapter's recorded base and template)."""
@@ -368,6 +370,7 @@ def test_train_bench_runs_a_grouped_config_and_profiles_it_on_cpu(tiny_llama_dir
     assert any("mm" in k["name"] or "linear" in k["name"] for k in profile["top_ops_and_kernels"])
 
 
+@pytest.mark.slow
 def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_dir, shared_data, tmp_path):
     out = tmp_path / "recipe.json"
     result = run_script(
@@ -408,6 +411,7 @@ def train_three_steps(tiny_llama_dir, shared_data, out_dir, **overrides):
     return built, [e["loss"] for e in built.trainer.state.log_history if "loss" in e]
 
 
+@pytest.mark.slow
 def test_compile_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path):
     """--compile (each decoder layer torch.compiled, dynamic shapes, --use-hf): the same optimizer
     steps to the same losses as eager, on padding-free rows whose length changes every step."""
