@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     responses, results, adapter = out / "eval_responses", out / "eval_results", out / "lora_smoke"
     responses.mkdir(parents=True, exist_ok=True)
     results.mkdir(exist_ok=True)
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(out), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if (SHARED_DATA / "nltk_data").is_dir():
         env.setdefault("NLTK_DATA", str(SHARED_DATA / "nltk_data"))
     # fp32 on a CPU: bf16 matmuls are slow there and not batch-invariant.
@@ -179,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--markdown",
             str(out / "results.md"),
         ],
-        env,
+        # Only this step logs to W&B; set for every step, WANDB_MODE makes transformers print
+        # "Running in WANDB offline mode" on import although training reports to none.
+        {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(out)},
     )
     print(f"\nsmoke pipeline passed in {sum(timings.values()):.0f} s; everything is in {out}:")
     for label, seconds in timings.items():

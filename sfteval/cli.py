@@ -11,6 +11,16 @@ PRECISIONS = ("bf16", "8bit", "4bit", "fp32")
 TEMPLATES = ("auto", "chat", "alpaca", "none")
 
 
+def tqdm_disable(wanted: bool = True) -> bool | None:
+    """tqdm's `disable` for a bar: None lets tqdm show it only on a terminal. In a log file or
+    captured output every redraw of a bar is one more line: hundreds for one run."""
+    return None if wanted else True
+
+
+def terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 class UserError(Exception):
     """Bad input or a missing resource: printed as one line, exit code 2, no traceback."""
 

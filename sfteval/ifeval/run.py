@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sfteval import records
-from sfteval.cli import UserError
+from sfteval.cli import UserError, tqdm_disable
 from sfteval.ifeval import prompts as ifeval_prompts
 from sfteval.model import generation
 
@@ -727,7 +727,13 @@ def generate_pending(
     options = speed_options(config, max(lengths))
     resets = 0
     shape: tuple[int, int] | None = None  # (batch size setting, rows of its first batch)
-    bar = tqdm(total=len(selected), initial=len(done), unit="prompt", desc="generating", disable=not config.progress)
+    bar = tqdm(
+        total=len(selected),
+        initial=len(done),
+        unit="prompt",
+        desc="generating",
+        disable=tqdm_disable(config.progress),
+    )
     try:
         while batcher:
             batch = batcher.next_batch()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sfteval import records
-from sfteval.cli import PRECISIONS, UserError
+from sfteval.cli import PRECISIONS, UserError, terminal
 
 # Tokens that several model families reserve for padding; the first one present in the
 # vocabulary and different from EOS becomes the pad token (Llama 3 ships the first one unused).
@@ -414,6 +414,10 @@ def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
     if spec.precision == "8bit":
         log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
     loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
+    if not terminal():  # after pick_loader: unsloth is imported before transformers
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights", hub downloads
     return loader, has_cuda, local_source(name)
 
 
@@ -497,6 +501,7 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
         model, tokenizer = load_hf(source, spec, has_cuda)
         model = add_lora_hf(model, lora, quantized=spec.precision in QUANTIZED)
     tokenizer.padding_side = "right"
+    align_pad_token(model, tokenizer)
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
     trainable, total = count_parameters(model)
@@ -508,6 +513,15 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
         total_parameters=total,
     )
     return LoadedModel(model, tokenizer, info, None)
+
+
+def align_pad_token(model: Any, tokenizer: Any) -> None:
+    """Record the pad token that ensure_pad_token chose in the model's config and generation
+    config. transformers' Trainer otherwise does it itself, with a warning nobody can act on."""
+    base = unwrap_peft(model)
+    for config in (getattr(base, "config", None), getattr(base, "generation_config", None)):
+        if config is not None:
+            config.pad_token_id = tokenizer.pad_token_id
 
 
 def add_lora_unsloth(model: Any, lora: LoraSettings) -> Any:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sfteval import records
+from sfteval import cli, records
 from sfteval.cli import UserError
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
@@ -481,7 +481,7 @@ def build_trainer(
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": has_cuda,
         "save_only_model": False,
-        "disable_tqdm": False,
+        "disable_tqdm": not cli.terminal(),  # off a terminal the loss lines are printed without a bar
     }
     throughput, hooks = make_callbacks(sync_cuda)
     notes: list[str] = []

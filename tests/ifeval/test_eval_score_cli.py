@@ -241,3 +241,10 @@ def test_a_folder_as_input_is_one_line(call, tmp_path):
         code == 2
         and err == f"error: --input {tmp_path} is a folder; name a responses .json (or official .jsonl) file in it\n"
     )
+
+
+def test_captured_output_holds_no_progress_bar(tmp_path, phi3_official, prompts_file):
+    source = official_subset(tmp_path / "three.jsonl", phi3_official, range(3))
+    done = run_script("--input", source, "--prompts", prompts_file)
+    assert done.returncode == 0, done.stderr
+    assert "scoring" not in done.stderr and "\r" not in done.stderr  # tqdm redraws with carriage returns

@@ -125,6 +125,20 @@ def test_the_bitsandbytes_cpu_kernel_probe_says_nothing_once_silenced():
     assert quiet.returncode == 0 and "kernels" not in quiet.stderr, quiet.stderr
 
 
+def test_a_training_load_leaves_the_trainer_no_special_token_to_align(smollm2_dir):
+    """The pad token ensure_pad_token picks is in the model's configs, so transformers' Trainer
+    has nothing to realign and prints no "tokenizer has new PAD/BOS/EOS tokens" warning."""
+    from transformers.trainer_utils import align_special_tokens
+
+    spec = loading.ModelSpec(model=str(smollm2_dir), precision="fp32", use_hf=True)
+    loaded = loading.load_for_training(spec, loading.LoraSettings(gradient_checkpointing=False))
+    base, pad_id = loading.unwrap_peft(loaded.model), loaded.tokenizer.pad_token_id
+    assert base.config.pad_token_id == base.generation_config.pad_token_id == pad_id != loaded.tokenizer.eos_token_id
+    before = base.config.to_dict()
+    align_special_tokens(loaded.model, loaded.tokenizer)  # every token it aligns lands in model.config
+    assert base.config.to_dict() == before
+
+
 def test_log_once_lets_a_repeated_message_through_once(caplog):
     """bitsandbytes logs its fp16 cast on every 8-bit matmul; the loader keeps the first line."""
     name = "sfteval.test.log_once"
