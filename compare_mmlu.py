@@ -18,7 +18,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model1", required=True, metavar="FILE", help="first run (A)")
     parser.add_argument("--model2", required=True, metavar="FILE", help="second run (B), compared as B - A")
-    parser.add_argument("--names", nargs=2, default=("A", "B"), metavar=("NAME1", "NAME2"))
+    parser.add_argument(
+        "--names",
+        nargs=2,
+        default=("A", "B"),
+        metavar=("NAME1", "NAME2"),
+        help="labels for the two runs in the output, e.g. base lora (default: A B)",
+    )
     parser.add_argument("--json", metavar="OUT.json", help="also write the comparison (never overwritten)")
     return parser
 

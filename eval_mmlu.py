@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sfteval.mmlu import evaluate as mmlu
     from sfteval.model import loading
 
+    loading.check_machine(args.precision, args.use_hf)  # before the hub dataset is fetched
     items, data = mmlu.load_items(args.data)  # a bad file or output folder fails here, before any model loads
     records.check_writable_folder(args.output_dir, "--output-dir")
     # n_items: the questions scored; sha256 and is_tinymmlu_test describe the whole source

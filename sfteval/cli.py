@@ -36,6 +36,16 @@ INSTALL_HINTS = {
 }
 
 
+def tqdm_disable(wanted: bool = True) -> bool | None:
+    """tqdm's `disable` for a bar: None lets tqdm show it only on a terminal. In a log file or
+    captured output every redraw of a bar is one more line: hundreds for one run."""
+    return None if wanted else True
+
+
+def terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 class UserError(Exception):
     """Bad input or a missing resource: printed as one line, exit code 2, no traceback."""
 
@@ -103,7 +113,12 @@ def add_model_args(
     )
     group.add_argument("--lora", metavar="DIR", help="LoRA adapter folder written by train.py (or any PEFT adapter)")
     group.add_argument(
-        "--precision", choices=PRECISIONS, default="bf16", help="weights precision (default: %(default)s)"
+        "--precision",
+        choices=PRECISIONS,
+        default="bf16",
+        help="weights precision (default: %(default)s). Measuring defaults to bf16, the reference weights; "
+        "train.py and inference.py default to 4bit, the seed recipe's QLoRA. Measure an adapter at the precision "
+        "it was trained at to see it as trained",
     )
     group.add_argument(
         "--use-hf",

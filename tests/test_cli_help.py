@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import help_probe
+from tests.conftest import ROOT, help_probe, load_script
 
 SCRIPTS = [
     "train.py",
@@ -29,3 +29,22 @@ def test_help_is_light(script):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
     assert loaded == "LOADED []"
+
+
+# train.py, eval_generate.py, eval_mmlu.py and inference.py build their parsers from settings dataclasses.
+HAND_WRITTEN_PARSERS = ["eval_score.py", "compare_ifeval.py", "compare_mmlu.py", "eval_wandb.py", "run_pipeline.py"]
+
+
+@pytest.mark.parametrize("script", HAND_WRITTEN_PARSERS)
+def test_every_option_says_what_it_is(script):
+    parser = load_script(ROOT / script, script.removesuffix(".py")).make_parser()
+    for action in parser._actions:
+        if action.option_strings:
+            described = (action.help or "").split("(default")[0].strip()
+            assert described, f"{script} {action.option_strings[0]} has no help text beyond its default"
+
+
+def test_run_pipeline_needs_no_smoke_flag_for_its_only_mode():
+    run_pipeline = load_script(ROOT / "run_pipeline.py", "run_pipeline")
+    plain, flagged = (run_pipeline.make_parser().parse_args(argv) for argv in ([], ["--smoke"]))
+    assert {**vars(plain), "smoke": True} == vars(flagged)

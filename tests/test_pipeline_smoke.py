@@ -4,10 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sfteval import cli
 from tests.conftest import ROOT, load_script
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_runs_end_to_end(tmp_path, shared_data, smollm2_dir):
     out = tmp_path / "smoke"
     done = subprocess.run(

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sfteval import records
-from sfteval.cli import UserError, setting
+from sfteval.cli import UserError, setting, tqdm_disable
 from sfteval.ifeval import prompts as ifeval_prompts
 from sfteval.model import generation
 
@@ -633,19 +633,16 @@ class Ready:
 
 
 def plan(config: RunConfig) -> Job:
-    """Every check that needs no model: flags, adapter, model path, prompts, output names, and
-    for --resume the side file and its settings. Errors here cost seconds, not a model load."""
+    """Every check that needs no model: flags, this machine, adapter, model path, prompts, output
+    names, and for --resume the side file and its settings. Errors here cost seconds, not a model load."""
     from sfteval.model import loading
 
     check_config(config)
+    loader, has_cuda = loading.check_machine(config.precision, use_hf=config.loader != "unsloth")
     model_name, train_config = loading.resolve_base_model(config.model, config.adapter)
     loading.check_model_source(model_name)
     rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
     selected = rows[: config.limit] if config.limit else rows
-    has_cuda = loading.cuda_available()
-    loader = loading.choose_loader(
-        config.precision, config.loader != "unsloth", has_cuda, has_cuda and loading.unsloth_installed()
-    )
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
     if config.merge_adapter and loader != "hf":
@@ -864,7 +861,13 @@ def generate_pending(
     options = speed_options(config, ready.speed, max(lengths))
     resets = 0
     shape: tuple[int, int] | None = None  # (batch size setting, rows of its first batch)
-    bar = tqdm(total=len(selected), initial=len(done), unit="prompt", desc="generating", disable=not config.progress)
+    bar = tqdm(
+        total=len(selected),
+        initial=len(done),
+        unit="prompt",
+        desc="generating",
+        disable=tqdm_disable(config.progress),
+    )
     try:
         while batcher:
             batch = batcher.next_batch()

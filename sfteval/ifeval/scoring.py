@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sfteval import records, schemas, stats
-from sfteval.cli import UserError
+from sfteval.cli import UserError, tqdm_disable
 from sfteval.ifeval.prompts import REQUIRED_KEYS, load_prompt_set, normalize
 
 SCORER_NAME = "sfteval.ifeval"
@@ -189,7 +189,7 @@ def score_rows(rows: Sequence[dict[str, Any]], progress: bool = False) -> list[d
     if progress:
         from tqdm import tqdm
 
-        rows = tqdm(rows, desc="scoring", unit="resp", leave=False)
+        rows = tqdm(rows, desc="scoring", unit="resp", leave=False, disable=tqdm_disable())
     with _caller_random_state():
         return [score_prompt(row, registry) for row in rows]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sfteval import prompts
-from sfteval.cli import UserError
+from sfteval.cli import UserError, tqdm_disable
 from sfteval.model import generation
 from sfteval.records import installed_version, read_jsonl, sha256_file, sha256_json
 from sfteval.stats import wilson_interval
@@ -338,7 +338,7 @@ def score_items(
     encoded = encode_items(tokenizer, items, template)
     lengths = [len(ids) for ids in encoded.prompt_ids]
     logprobs: dict[int, list[float]] = {}
-    with tqdm(total=len(items), desc="tinyMMLU", unit="q", disable=not progress) as bar:
+    with tqdm(total=len(items), desc="tinyMMLU", unit="q", disable=tqdm_disable(progress)) as bar:
 
         def on_split(size: int) -> None:
             bar.write(f"out of GPU memory on a batch of {size}; splitting it in two")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sfteval import records
-from sfteval.cli import PRECISIONS, UserError
+from sfteval.cli import PRECISIONS, UserError, terminal
 
 # Tokens that several model families reserve for padding; the first one present in the
 # vocabulary and different from EOS becomes the pad token (Llama 3 ships the first one unused).
@@ -54,6 +54,20 @@ class LoadedModel:
     adapter_train_config: dict[str, Any] | None = None
 
 
+# What a machine without a CUDA GPU can run instead of the GPU jobs.
+ON_A_CPU = (
+    "on this machine `python run_pipeline.py --smoke` runs train -> generate -> score -> report on SmolLM2-135M "
+    "in a few minutes, a small local model runs with --use-hf --precision fp32 --model FOLDER, and scoring and "
+    "reports (eval_score.py, compare_ifeval.py, eval_wandb.py) need only requirements-score.txt"
+)
+
+
+def torch_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def cuda_available() -> bool:
     import torch
 
@@ -77,7 +91,7 @@ def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: boo
     if not has_cuda:
         if precision in QUANTIZED:
             raise UserError(
-                f"--precision {precision} needs a CUDA GPU with bitsandbytes; on this machine use --precision bf16 --use-hf"
+                f"--precision {precision} needs a CUDA GPU (bitsandbytes quantization) and torch sees none; {ON_A_CPU}"
             )
         return "hf"
     if precision in QUANTIZED and not installed("bitsandbytes"):
@@ -89,6 +103,18 @@ def choose_loader(precision: str, use_hf: bool, has_cuda: bool, has_unsloth: boo
     if not has_unsloth:
         raise UserError("unsloth is not installed; `pip install -r requirements.txt` or pass --use-hf")
     return "unsloth"
+
+
+def check_machine(precision: str, use_hf: bool) -> tuple[str, bool]:
+    """(loader, has_cuda) for this machine without importing unsloth: the first thing a training
+    or generation run does, so a job this machine cannot run fails before any data or model loads."""
+    if not torch_installed():
+        raise UserError(
+            "torch is not installed: this looks like the scoring set (requirements-score.txt), which scores, "
+            "compares and reports; loading a model needs requirements.txt (GPU) or requirements-test.txt (CPU)"
+        )
+    has_cuda = cuda_available()
+    return choose_loader(precision, use_hf, has_cuda, has_cuda and unsloth_installed()), has_cuda
 
 
 def read_adapter(lora_dir: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -261,24 +287,39 @@ def load_tokenizer(source: str) -> Any:
     return tokenizer
 
 
+class MessageFilter(logging.Filter):
+    """Drops the log messages that start with `message_start`, or all but the first of them."""
+
+    def __init__(self, message_start: str, keep_first: bool) -> None:
+        super().__init__()
+        self.message_start, self.keep_first, self.seen = message_start, keep_first, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.message_start):
+            return True
+        first, self.seen = not self.seen, True
+        return first and self.keep_first
+
+
+def filter_log(logger_name: str, message_start: str, keep_first: bool) -> None:
+    """Install a MessageFilter once per process; works before the logging module is imported,
+    since getLogger hands the module the same logger later."""
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(f, "message_start", None) == message_start for f in logger.filters):
+        logger.addFilter(MessageFilter(message_start, keep_first))
+
+
 def log_once(logger_name: str, message_start: str) -> None:
     """Let a log message that starts with `message_start` through once per process. bitsandbytes
     logs its bf16 -> fp16 input cast on every 8-bit matmul: 100,000+ lines in one IFEval run."""
+    filter_log(logger_name, message_start, keep_first=True)
 
-    class Once(logging.Filter):
-        def __init__(self) -> None:
-            super().__init__()
-            self.message_start, self.seen = message_start, False
 
-        def filter(self, record: logging.LogRecord) -> bool:
-            if not str(record.msg).startswith(self.message_start):
-                return True
-            first, self.seen = not self.seen, True
-            return first
-
-    logger = logging.getLogger(logger_name)
-    if not any(getattr(f, "message_start", None) == message_start for f in logger.filters):
-        logger.addFilter(Once())
+def silence_bitsandbytes_cpu_probe() -> None:
+    """bitsandbytes, imported by peft in every process, probes for an optional fused CPU 4-bit
+    kernel and warns to `pip install kernels` when it is absent. 4-bit runs only on a CUDA GPU
+    here (choose_loader), so the advice can never help; the warning is dropped."""
+    filter_log("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward", keep_first=False)
 
 
 def unwrap_peft(model: Any) -> Any:
@@ -385,9 +426,14 @@ def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
     if spec.precision not in PRECISIONS:
         raise UserError(f"unknown precision {spec.precision!r}; choose one of {', '.join(PRECISIONS)}")
     check_model_source(name)
+    silence_bitsandbytes_cpu_probe()
     if spec.precision == "8bit":
         log_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
     loader, has_cuda = pick_loader(spec.precision, spec.use_hf)
+    if not terminal():  # after pick_loader: unsloth is imported before transformers
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights", hub downloads
     return loader, has_cuda, local_source(name)
 
 
@@ -446,8 +492,7 @@ class LoraSettings:
 def pick_loader(precision: str, use_hf: bool) -> tuple[str, bool]:
     """(loader, has_cuda) for this machine, importing unsloth right away when it is the loader,
     because it must patch transformers, trl and peft before anything else imports them."""
-    has_cuda = cuda_available()
-    loader = choose_loader(precision, use_hf, has_cuda, has_cuda and unsloth_installed())
+    loader, has_cuda = check_machine(precision, use_hf)
     if loader == "unsloth":
         import unsloth  # noqa: F401  (import order matters: before transformers/trl/peft)
     return loader, has_cuda
@@ -472,6 +517,7 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
         model, tokenizer = load_hf(source, spec, has_cuda)
         model = add_lora_hf(model, lora, quantized=spec.precision in QUANTIZED)
     tokenizer.padding_side = "right"
+    align_pad_token(model, tokenizer)
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
     trainable, total = count_parameters(model)
@@ -483,6 +529,15 @@ def load_for_training(spec: ModelSpec, lora: LoraSettings) -> LoadedModel:
         total_parameters=total,
     )
     return LoadedModel(model, tokenizer, info, None)
+
+
+def align_pad_token(model: Any, tokenizer: Any) -> None:
+    """Record the pad token that ensure_pad_token chose in the model's config and generation
+    config. transformers' Trainer otherwise does it itself, with a warning nobody can act on."""
+    base = unwrap_peft(model)
+    for config in (getattr(base, "config", None), getattr(base, "generation_config", None)):
+        if config is not None:
+            config.pad_token_id = tokenizer.pad_token_id
 
 
 def add_lora_unsloth(model: Any, lora: LoraSettings) -> Any:

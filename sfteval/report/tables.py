@@ -8,13 +8,15 @@ Inputs: `ifeval_scores` files, this project's `tinymmlu_results` files and lm-ev
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfteval import records, schemas
+from sfteval import records, schemas, stats
 from sfteval.cli import UserError
+from sfteval.model.loading import looks_like_path
 
 IFEVAL_METRICS = (
     ("prompt_level_strict_acc", "prompt strict"),
@@ -158,7 +160,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        return " | ".join([self.model.split("/")[-1], self.adapter or "no adapter", self.precision])
+        return " | ".join([model_name(self.model).split("/")[-1], self.adapter or "no adapter", self.precision])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +173,22 @@ class Row:
             "peak_gpu_memory_gb": self.peak_gpu_memory_gb,
             "sources": self.sources,
         }
+
+
+def model_name(model: str) -> str:
+    """A hub name as it is; a local folder or file by its own name, not by the whole path to it
+    (the smoke run's model lies deep in a virtual environment's site-packages)."""
+    return re.split(r"[/\\]", model.rstrip("/\\"))[-1] if looks_like_path(model) else model
+
+
+def wilson_if_degenerate(acc: float, ci: Any, n: Any) -> list[float] | None:
+    """The 95% Wilson interval over `n` items when the bootstrap interval is a single point,
+    else None. Where every prompt got the same verdict (0 of 6 in a smoke run) every resample
+    agrees, so the bootstrap says [0.0, 0.0], as if the accuracy were known exactly."""
+    point = ci and len(ci) == 2 and ci[0] == ci[1]
+    if not point or not isinstance(n, int) or n < 1:
+        return None
+    return list(stats.wilson_interval(round(acc * n), n))
 
 
 def identity(meta: dict[str, Any]) -> tuple[str, str | None, str]:
@@ -186,12 +204,17 @@ def ifeval_entry(result: ResultFile) -> tuple[tuple, dict[str, Any], dict[str, A
     doc = result.doc
     meta = doc.get("metadata") or {}
     summary = doc.get("summary") or {}
-    entry = {"n_prompts": summary.get("n_prompts"), "n_instructions": summary.get("n_instructions")}
+    entry = {"n_prompts": summary.get("n_prompts"), "n_instructions": summary.get("n_instructions"), "wilson": []}
     for key, _ in IFEVAL_METRICS:
         if not isinstance(summary.get(key), (int, float)):
             raise UserError(f"{result.path} has no summary.{key}; re-score it with eval_score.py")
         entry[key] = float(summary[key])
         entry[f"{key}_ci"] = summary.get(f"{key}_ci")
+        n = entry["n_prompts"] if key.startswith("prompt_") else entry["n_instructions"]
+        wilson = wilson_if_degenerate(entry[key], entry[f"{key}_ci"], n)
+        if wilson is not None:
+            entry[f"{key}_ci"] = wilson
+            entry["wilson"].append(key)
     entry["source"] = result.path.name
     extra = {"tokens_per_second": meta.get("tokens_per_second"), "peak_gpu_memory_gb": meta.get("peak_gpu_memory_gb")}
     return identity(meta), entry, extra
@@ -288,9 +311,13 @@ def _number(value: Any, digits: int) -> str:
 
 
 def table_cells(row: Row) -> list[str]:
-    cells = [row.model, row.adapter or "–", row.precision]
+    cells = [model_name(row.model), row.adapter or "–", row.precision]
     for key, _ in IFEVAL_METRICS:
-        cells.append(format_acc(row.ifeval[key], row.ifeval[f"{key}_ci"]) if row.ifeval else "–")
+        if row.ifeval:
+            mark = " ‡" if key in row.ifeval.get("wilson", ()) else ""
+            cells.append(format_acc(row.ifeval[key], row.ifeval[f"{key}_ci"]) + mark)
+        else:
+            cells.append("–")
     cells.append(str(row.ifeval["n_prompts"]) if row.ifeval else "–")
     if row.tinymmlu:
         mark = "" if row.tinymmlu["metric"] == "accuracy" else " †"
@@ -335,6 +362,11 @@ def results_markdown(rows: Sequence[Row], charts: Sequence[str] = ()) -> str:
         "tinyMMLU: plain accuracy on its 100 items with a Wilson interval "
         "(about ±9.5 points).",
     ]
+    if any(r.ifeval and r.ifeval.get("wilson") for r in rows):
+        out.append(
+            "‡ every prompt got the same verdict, so the bootstrap interval is a single point; shown instead: "
+            "the Wilson interval (instructions counted as independent for the inst columns)."
+        )
     if any(r.tinymmlu and r.tinymmlu["metric"] != "accuracy" for r in rows):
         out.append("† lm-eval's tinyMMLU `acc_norm`: its IRT-based estimate of full-MMLU accuracy, no interval.")
     out.append("Generation tokens/s and peak GPU memory are those of the IFEval generation run (eval_generate.py).")
@@ -398,24 +430,20 @@ def plot_results(rows: Sequence[Row], accuracy_png: str | Path, efficiency_png: 
         if not xs:
             continue
         bars = ax.bar(xs, [100 * v for v in values], width, yerr=_errors(values, cis), capsize=3, label=row.label)
-        for bar, value in zip(bars, values):  # at the foot of the bar, clear of the error bars
-            ax.text(
-                bar.get_x() + bar.get_width() / 2, 1.5, pct(value), ha="center", va="bottom", fontsize=7, color="white"
-            )
+        label_values(ax, bars, values, fontsize=7)
     ax.set_xticks(range(len(metrics)), [label.replace(" ", "\n", 1) for _, label in metrics])
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("IFEval and tinyMMLU accuracy (95% intervals)")
+    ax.set_title(accuracy_title(metrics))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     written.append(_save(fig, accuracy_png, plt))
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, max(3.0, 0.45 * len(rows) + 1.5)))
+    panels = efficiency_panels(rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), max(3.0, 0.45 * len(rows) + 1.5)))
+    axes = [axes] if len(panels) == 1 else list(axes)
     labels = [r.label for r in rows]
-    for ax, attr, title in (
-        (axes[0], "tokens_per_second", "generation tokens/s"),
-        (axes[1], "peak_gpu_memory_gb", "peak GPU memory (GB)"),
-    ):
+    for ax, (attr, title) in zip(axes, panels):
         values = [getattr(r, attr) if isinstance(getattr(r, attr), (int, float)) else 0.0 for r in rows]
         bars = ax.barh(range(len(rows)), values, height=0.6, color=[f"C{i % 10}" for i in range(len(rows))])
         ax.margins(x=0.18)
@@ -423,10 +451,47 @@ def plot_results(rows: Sequence[Row], accuracy_png: str | Path, efficiency_png: 
         ax.set_yticks(range(len(rows)), labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(title)
-    axes[1].set_yticks(range(len(rows)), [""] * len(rows))
+    for ax in axes[1:]:
+        ax.set_yticks(range(len(rows)), [""] * len(rows))
     fig.tight_layout()
     written.append(_save(fig, efficiency_png, plt))
     return written
+
+
+def accuracy_title(metrics: Sequence[tuple[str, str]]) -> str:
+    """Names only the benchmarks that have bars."""
+    keys = {key for key, _ in metrics}
+    shown = (["IFEval"] if keys - {"tinymmlu"} else []) + (["tinyMMLU"] if "tinymmlu" in keys else [])
+    return f"{' and '.join(shown) or 'No'} accuracy (95% intervals)"
+
+
+EFFICIENCY_PANELS = (("tokens_per_second", "generation tokens/s"), ("peak_gpu_memory_gb", "peak GPU memory (GB)"))
+
+
+def efficiency_panels(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """(attribute, title) of the panels with a number in some row; tokens/s always, so the chart
+    is never empty (runs on a CPU record no GPU memory)."""
+    return [
+        (attr, title)
+        for attr, title in EFFICIENCY_PANELS
+        if attr == "tokens_per_second" or any(isinstance(getattr(r, attr), (int, float)) for r in rows)
+    ]
+
+
+def label_values(ax, bars, values: Sequence[float], fontsize: int) -> None:
+    """Each bar's value in white at its foot, clear of the error bars; above a bar too short to
+    hold it (a 0% bar has no height at all), in black."""
+    for bar, value in zip(bars, values):
+        inside = 100 * value >= 8
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            1.5 if inside else 100 * value + 1.5,
+            pct(value),
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+            color="white" if inside else "black",
+        )
 
 
 def plot_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
@@ -449,10 +514,7 @@ def plot_comparison(comparison: dict[str, Any], path: str | Path) -> Path:
             capsize=3,
             label=name,
         )
-        for bar, value in zip(bars, values):
-            left.text(
-                bar.get_x() + bar.get_width() / 2, 1.5, pct(value), ha="center", va="bottom", fontsize=8, color="white"
-            )
+        label_values(left, bars, values, fontsize=8)
     left.set_xticks(range(len(metrics)), [m["label"].replace(" ", "\n", 1) for m in metrics], fontsize=8)
     left.set_ylim(0, 100)
     left.set_ylabel("accuracy (%)")

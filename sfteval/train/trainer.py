@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from sfteval import prompts, records
+from sfteval import cli, prompts, records
 from sfteval.cli import UserError, setting
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
@@ -571,7 +571,7 @@ def build_trainer(
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": has_cuda,
         "save_only_model": False,
-        "disable_tqdm": False,
+        "disable_tqdm": not cli.terminal(),  # off a terminal the loss lines are printed without a bar
     }
     throughput, hooks = make_callbacks(sync_cuda)
     notes: list[str] = []
@@ -689,6 +689,8 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
     train.py chose the settings: printed once the inputs are checked, kept in train_config.json."""
     started = time.perf_counter()
     settings.validate()
+    # This machine first: a GPU-only recipe on a CPU fails before the hub dataset is fetched.
+    loading.check_machine(settings.precision, settings.use_hf)
     paths = plan_paths(settings)
     resume_from = None
     if settings.resume:

@@ -233,6 +233,15 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
         assert (tmp_path / "out").read_text() == "my notes\n"
 
 
+def test_a_quantized_run_on_a_cpu_fails_before_the_prompts_load(tmp_path, monkeypatch):
+    from sfteval.model import loading
+
+    monkeypatch.setattr(loading, "cuda_available", lambda: False)
+    config = ifeval_run.RunConfig(model="x/y", precision="8bit", prompts=str(tmp_path / "not_read.jsonl"))
+    with pytest.raises(UserError, match=r"^--precision 8bit needs a CUDA GPU.*run_pipeline.py --smoke"):
+        ifeval_run.run(config)
+
+
 # ----------------------------------------------------------------------------- side file and batching
 
 

@@ -236,3 +236,25 @@ def test_an_output_under_a_file_is_refused_before_scoring(call, tmp_path, phi3_o
     code, out, err = call("--input", source, "--prompts", prompts_file, flag, blocker / "inside" / "x.json")
     assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err
     assert out == "" and not list(tmp_path.glob("*.scores.json"))  # no half output: nothing scored or written
+
+
+def test_an_empty_input_name_is_one_line_that_says_no_run_exists(call, tmp_path):
+    # `--input "$(ls -t eval_responses/*[0-9].json | head -1)"` before any run gives ""
+    code, out, err = call("--input", "")
+    assert code == 2 and out == ""
+    assert err.startswith("error: --input is empty") and err.count("\n") == 1 and "eval_generate.py" in err
+
+
+def test_a_folder_as_input_is_one_line(call, tmp_path):
+    code, _, err = call("--input", tmp_path)
+    assert (
+        code == 2
+        and err == f"error: --input {tmp_path} is a folder; name a responses .json (or official .jsonl) file in it\n"
+    )
+
+
+def test_captured_output_holds_no_progress_bar(tmp_path, phi3_official, prompts_file):
+    source = official_subset(tmp_path / "three.jsonl", phi3_official, range(3))
+    done = run_script("--input", source, "--prompts", prompts_file)
+    assert done.returncode == 0, done.stderr
+    assert "scoring" not in done.stderr and "\r" not in done.stderr  # tqdm redraws with carriage returns

@@ -116,6 +116,7 @@ def test_varlen_without_boundaries_is_sdpa():
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch's varlen_attn is a CUDA (flash attention) kernel")
 def test_cuda_varlen_kernel_matches_the_dense_packed_mask():
     """On a GPU the varlen path is torch's flash kernel: bf16 outputs and gradients close to SDPA's
@@ -140,6 +141,7 @@ def test_cuda_varlen_kernel_matches_the_dense_packed_mask():
         assert (got - reference).abs().max() <= 2e-2 * reference.abs().max()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="torch's varlen_attn is a CUDA (flash attention) kernel")
 def test_cuda_varlen_compiled_with_dynamic_shapes_follows_each_packing():
     """train.py --compile compiles each layer with dynamic shapes: a packed row with a new length

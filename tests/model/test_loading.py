@@ -1,11 +1,14 @@
 import copy
 import logging
+import subprocess
+import sys
 
 import pytest
 
 from sfteval import prompts
 from sfteval.cli import UserError
 from sfteval.model import generation, loading
+from tests.conftest import ROOT
 
 
 def test_missing_model_path_is_a_one_line_error():
@@ -51,9 +54,18 @@ def test_unknown_precision():
 
 
 @pytest.mark.parametrize("precision", ["8bit", "4bit"])
-def test_quantized_without_gpu_says_what_works(precision):
-    with pytest.raises(UserError, match="needs a CUDA GPU.*--precision bf16 --use-hf"):
+def test_quantized_without_gpu_says_what_this_machine_can_run(precision):
+    with pytest.raises(UserError, match="needs a CUDA GPU") as refused:
         loading.choose_loader(precision, use_hf=False, has_cuda=False, has_unsloth=False)
+    message = str(refused.value)
+    assert "run_pipeline.py --smoke" in message and "requirements-score.txt" in message
+    assert "--precision bf16" not in message  # bf16 of the default 8B model is no answer on a CPU
+
+
+def test_a_machine_without_torch_is_told_which_requirements_load_models(monkeypatch):
+    monkeypatch.setattr(loading, "torch_installed", lambda: False)
+    with pytest.raises(UserError, match="torch is not installed.*requirements.txt \\(GPU\\).*requirements-test.txt"):
+        loading.check_machine("bf16", use_hf=True)
 
 
 def test_loader_choice():
@@ -119,6 +131,32 @@ def test_character_level_gguf_tokenizer_is_refused(llama3_tokenizer):
 
     with pytest.raises(UserError, match="splits text into single characters"):
         loading.check_gguf_tokenizer(CharTokenizer(), Path("gemma-3-270m-q4_k_m.gguf"))
+
+
+def test_the_bitsandbytes_cpu_kernel_probe_says_nothing_once_silenced():
+    """peft imports bitsandbytes, whose CPU backend asks for `pip install kernels`, advice for a
+    4-bit CPU path that the loaders never take."""
+    probe = "from sfteval.model import loading\n{}import peft\n"
+    plain = subprocess.run([sys.executable, "-c", probe.format("")], capture_output=True, text=True, cwd=ROOT)
+    if "pip install kernels" not in plain.stderr:
+        pytest.skip("bitsandbytes does not probe for its fused CPU kernel on this CPU (no AVX512-BF16)")
+    silenced = probe.format("loading.silence_bitsandbytes_cpu_probe()\n")
+    quiet = subprocess.run([sys.executable, "-c", silenced], capture_output=True, text=True, cwd=ROOT)
+    assert quiet.returncode == 0 and "kernels" not in quiet.stderr, quiet.stderr
+
+
+def test_a_training_load_leaves_the_trainer_no_special_token_to_align(smollm2_dir):
+    """The pad token ensure_pad_token picks is in the model's configs, so transformers' Trainer
+    has nothing to realign and prints no "tokenizer has new PAD/BOS/EOS tokens" warning."""
+    from transformers.trainer_utils import align_special_tokens
+
+    spec = loading.ModelSpec(model=str(smollm2_dir), precision="fp32", use_hf=True)
+    loaded = loading.load_for_training(spec, loading.LoraSettings(gradient_checkpointing=False))
+    base, pad_id = loading.unwrap_peft(loaded.model), loaded.tokenizer.pad_token_id
+    assert base.config.pad_token_id == base.generation_config.pad_token_id == pad_id != loaded.tokenizer.eos_token_id
+    before = base.config.to_dict()
+    align_special_tokens(loaded.model, loaded.tokenizer)  # every token it aligns lands in model.config
+    assert base.config.to_dict() == before
 
 
 def test_log_once_lets_a_repeated_message_through_once(caplog):

@@ -105,6 +105,7 @@ def test_swap_reaches_inside_a_lora_wrapper(tiny_llama_dir, swap, layer_type):
     assert (expected - without_adapter).abs().max() > 0.05  # the adapter really changes the output
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bitsandbytes' CUDA kernels and CUDA graphs need a GPU")
 def test_cuda_compiled_dequantization_and_logits_match_bitsandbytes(tiny_llama_dir):
     """On a GPU bitsandbytes' forward is its dequantization kernel then a bf16 matmul: the same

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from sfteval.model import parity
 from tests.conftest import ROOT
 
@@ -12,6 +14,7 @@ def test_first_divergence():
     assert parity.first_divergence([1, 2], [1, 2, 3]) == 2
 
 
+@pytest.mark.slow
 def test_hf_fp32_batched_equals_one_by_one_on_smollm2(smollm2_dir, shared_data):
     rows = [json.loads(line) for line in (shared_data / "ifeval" / "input_data.jsonl").open()][:6]
     run = parity.run_worker(str(smollm2_dir), "hf", "fp32", rows, max_new_tokens=24, batch_size=3)

