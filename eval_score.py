@@ -9,7 +9,7 @@ python eval_score.py --self-check
 
 Input: an `ifeval_responses` JSON file from eval_generate.py, or official IFEval JSONL with
 one {"prompt", "response"} per line (its prompts come from --prompts, else the hub's
-google/IFEval). Output: `<input stem>.scores.json` next to the input, never overwritten
+google/IFEval). Output: `<input stem>.scores.json` next to the input (a gzipped input is read as it is), never overwritten
 (format `ifeval_scores` in docs/FORMATS.md).
 """
 
@@ -56,6 +56,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_stem(source: Path) -> str:
+    """The name without .gz and the format suffix: run.json.gz and run.json both give `run`."""
+    name = source.name[: -len(".gz")] if source.name.endswith(".gz") else source.name
+    return Path(name).stem
+
+
 def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     """Where the scores and official files go; refused before any scoring if taken."""
     from sfteval import records
@@ -66,7 +72,7 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
         if scores.exists():
             raise cli.UserError(f"{scores} already exists; choose another --output (nothing is overwritten)")
     else:
-        scores = records.unique_path(source.with_name(f"{source.stem}.scores.json"))
+        scores = records.unique_path(source.with_name(f"{run_stem(source)}.scores.json"))
     official = {}
     if args.official_out:
         official = {mode: Path(args.official_out) / name for mode, name in OFFICIAL_NAMES.items()}

@@ -26,6 +26,7 @@ from typing import Any
 
 from sfteval import records, stats
 from sfteval.cli import UserError
+from sfteval.ifeval import answers
 from sfteval.ifeval.prompts import load_prompt_set, normalize
 
 SCORER_NAME = "sfteval.ifeval"
@@ -37,6 +38,8 @@ PUNKT_HINT = (
     "or point NLTK_DATA at a folder holding tokenizers/punkt_tab"
 )
 MODES = ("strict", "loose")
+# What generation recorded about each answer, carried into `per_prompt` for sfteval.ifeval.answers.
+RUN_FIELDS = ("new_tokens", "stop_reason")
 
 
 # ---------------------------------------------------------------- resources
@@ -159,6 +162,7 @@ def score_prompt(row: dict[str, Any], registry: dict[str, type] | None = None) -
         "follow_instruction_list_loose": loose,
         "follow_all_strict": all(strict),
         "follow_all_loose": all(loose),
+        **{k: row[k] for k in RUN_FIELDS if k in row},
     }
 
 
@@ -314,7 +318,8 @@ def _own_rows(document: dict[str, Any], path: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path} response {number} has a malformed key, instruction list or kwargs") from None
         if len(row["instruction_id_list"]) != len(row["kwargs"]):
             raise UserError(f"{path} response {number}: instruction_id_list and kwargs differ in length")
-        rows.append({**row, "response": raw["response"]})
+        kept = {k: raw[k] for k in RUN_FIELDS if k in raw}
+        rows.append({**row, "response": raw["response"], **kept})
     return rows
 
 
@@ -442,6 +447,7 @@ def scores_document(path: Path, responses: Responses, per_prompt: list[dict[str,
         per_instruction=accuracy_by(per_prompt, lambda instruction_id: instruction_id),
         per_category=accuracy_by(per_prompt, category),
         per_prompt=per_prompt,
+        answers=answers.analyse(per_prompt),
     )
 
 
@@ -477,6 +483,8 @@ def summary_table(document: dict[str, Any]) -> str:
     lines.append(f"{'category':26}{'n':>4}  strict   loose")
     for name, row in document["per_category"].items():
         lines.append(f"{name:26}{row['n']:>4}  {row['strict_acc']:6.1%}  {row['loose_acc']:6.1%}")
+    if document.get("answers"):
+        lines += answers.summary_lines(document["answers"])
     return "\n".join(lines)
 
 
