@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter=args.lora,
         adapter_train_config=loaded.adapter_train_config,
         precision=info["precision"],
+        weights_dtype=info["weights_dtype"],
         loader=info["loader"],
         template=template,
         data=data,
