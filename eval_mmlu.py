@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter=args.lora,
         adapter_train_config=loaded.adapter_train_config,
         precision=info["precision"],
+        weights_dtype=info["weights_dtype"],
         loader=info["loader"],
         template=template,
         data=data,
@@ -150,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_summary(summary: dict, metadata: dict, path: Path) -> None:
+    from sfteval.mmlu.letters import letter_line
+
     low, high = summary["accuracy_ci"]
-    counts = "/".join(str(v) for v in summary["prediction_counts"].values())
     peak = metadata["peak_gpu_memory_gb"]
     irt = summary["irt"]
     print(
@@ -160,7 +162,7 @@ def print_summary(summary: dict, metadata: dict, path: Path) -> None:
     )
     print(f"  {summary['note']}")
     print(
-        f"  predicted A/B/C/D: {counts}; mean probability on the four letters {summary['letter_prob_mass_mean']:.2f}; "
+        f"  {letter_line(summary)}; mean probability on the four letters {summary['letter_prob_mass_mean']:.2f}; "
         f"{len(summary['per_subject'])} subjects (per-subject accuracy in the file)"
     )
     if irt:

@@ -9,7 +9,7 @@ python eval_score.py --self-check
 
 Input: an `ifeval_responses` JSON file from eval_generate.py, or official IFEval JSONL with
 one {"prompt", "response"} per line (its prompts come from --prompts, else the hub's
-google/IFEval). Output: `<input stem>.scores.json` next to the input, never overwritten
+google/IFEval). Output: `<input stem>.scores.json` next to the input (a gzipped input is read as it is), never overwritten
 (format `ifeval_scores` in docs/FORMATS.md).
 """
 
@@ -70,6 +70,12 @@ def input_path(text: str) -> Path:
     return path
 
 
+def run_stem(source: Path) -> str:
+    """The name without .gz and the format suffix: run.json.gz and run.json both give `run`."""
+    name = source.name[: -len(".gz")] if source.name.endswith(".gz") else source.name
+    return Path(name).stem
+
+
 def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     """Where the scores and official files go; refused before any scoring if taken."""
     from sfteval import records
@@ -78,7 +84,7 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     if args.output:
         scores = records.check_new_file(args.output, "--output")
     else:
-        scores = records.check_new_file(records.unique_path(source.with_name(f"{source.stem}.scores.json")))
+        scores = records.check_new_file(records.unique_path(source.with_name(f"{run_stem(source)}.scores.json")))
     official = {}
     if args.official_out:
         if Path(args.official_out).exists() and not Path(args.official_out).is_dir():

@@ -84,3 +84,24 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int
         tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
         p = min(1.0, 2 * tail)
     return {"only_first": only_a, "only_second": only_b, "discordant": n, "p_value": p}
+
+
+def clustered_mcnemar(units_a: Sequence[Sequence[bool]], units_b: Sequence[Sequence[bool]]) -> dict[str, float | int]:
+    """McNemar's test for verdicts that come in clusters (the instructions of one prompt), after
+    Durkalski et al. (Statistics in Medicine, 2003): with d_k = (right only in A) - (right only
+    in B) within cluster k, X^2 = (sum d_k)^2 / sum d_k^2 on 1 degree of freedom. Clusters are
+    taken as independent, the verdicts inside one are not; with one verdict per cluster it is
+    the ordinary (asymptotic) McNemar test."""
+    if len(units_a) != len(units_b):
+        raise ValueError("paired unit lists differ in length")
+    if any(len(unit_a) != len(unit_b) for unit_a, unit_b in zip(units_a, units_b)):
+        raise ValueError("paired units differ in size")
+    # Concordant verdicts cancel: a cluster's discordance is the difference of its hit counts.
+    differences = [sum(map(bool, unit_a)) - sum(map(bool, unit_b)) for unit_a, unit_b in zip(units_a, units_b)]
+    spread = sum(d * d for d in differences)
+    statistic = sum(differences) ** 2 / spread if spread else 0.0
+    return {
+        "statistic": statistic,
+        "p_value": math.erfc(math.sqrt(statistic / 2)),
+        "clusters_with_changes": sum(1 for d in differences if d),
+    }

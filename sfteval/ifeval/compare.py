@@ -15,6 +15,7 @@ from typing import Any
 
 from sfteval import records, schemas, stats
 from sfteval.cli import UserError
+from sfteval.ifeval import answers
 
 KIND = "ifeval_comparison"
 
@@ -203,34 +204,7 @@ def compare(
     pairs, notes = pair_rows(doc_a, doc_b, common_only=common_only)
     rows_a = [a for a, _ in pairs]
     rows_b = [b for _, b in pairs]
-    metrics = []
-    for key, label, level, strictness in METRICS:
-        units_a = _units(rows_a, level, strictness)
-        units_b = _units(rows_b, level, strictness)
-        run_a = _accuracy(doc_a, rows_a, key, level, strictness, bootstrap_samples, bootstrap_seed)
-        run_b = _accuracy(doc_b, rows_b, key, level, strictness, bootstrap_samples, bootstrap_seed)
-        flat_a = [v for u in units_a for v in u]
-        flat_b = [v for u in units_b for v in u]
-        test = stats.mcnemar_exact(flat_a, flat_b)
-        metrics.append(
-            {
-                "metric": key,
-                "label": label,
-                "level": level,
-                "a": run_a,
-                "b": run_b,
-                "difference": run_b["acc"] - run_a["acc"],
-                "difference_ci": list(
-                    stats.paired_bootstrap_difference(units_a, units_b, bootstrap_samples, bootstrap_seed)
-                ),
-                "mcnemar": {
-                    "pass_to_fail": test["only_first"],
-                    "fail_to_pass": test["only_second"],
-                    "discordant": test["discordant"],
-                    "p_value": test["p_value"],
-                },
-            }
-        )
+    metrics = paired_metrics(doc_a, doc_b, rows_a, rows_b, bootstrap_samples, bootstrap_seed)
     return {
         "names": list(names),
         "runs": [_run_info(doc_a), _run_info(doc_b)],
@@ -239,9 +213,114 @@ def compare(
         "notes": notes,
         "bootstrap": {"samples": bootstrap_samples, "seed": bootstrap_seed},
         "metrics": metrics,
+        "answers": paired_answers(doc_a, doc_b, pairs, bootstrap_samples, bootstrap_seed),
         "per_instruction": per_instruction(pairs),
         "flips": {"strict": flips(pairs, "strict"), "loose": flips(pairs, "loose")},
     }
+
+
+def paired_metrics(
+    doc_a: dict[str, Any],
+    doc_b: dict[str, Any],
+    rows_a: Sequence[dict],
+    rows_b: Sequence[dict],
+    samples: int = stats.BOOTSTRAP_SAMPLES,
+    seed: int = stats.BOOTSTRAP_SEED,
+) -> list[dict[str, Any]]:
+    """The four accuracies of both runs on these paired rows, their difference with a paired
+    bootstrap interval, exact McNemar on the verdicts and, at instruction level, McNemar
+    clustered by prompt."""
+    metrics = []
+    for key, label, level, strictness in METRICS:
+        units_a = _units(rows_a, level, strictness)
+        units_b = _units(rows_b, level, strictness)
+        run_a = _accuracy(doc_a, rows_a, key, level, strictness, samples, seed)
+        run_b = _accuracy(doc_b, rows_b, key, level, strictness, samples, seed)
+        test = stats.mcnemar_exact([v for u in units_a for v in u], [v for u in units_b for v in u])
+        metrics.append(
+            {
+                "metric": key,
+                "label": label,
+                "level": level,
+                "a": run_a,
+                "b": run_b,
+                "difference": run_b["acc"] - run_a["acc"],
+                "difference_ci": list(stats.paired_bootstrap_difference(units_a, units_b, samples, seed)),
+                "mcnemar": {
+                    "pass_to_fail": test["only_first"],
+                    "fail_to_pass": test["only_second"],
+                    "discordant": test["discordant"],
+                    "p_value": test["p_value"],
+                },
+                "clustered_mcnemar": stats.clustered_mcnemar(units_a, units_b) if level == "inst" else None,
+            }
+        )
+    return metrics
+
+
+ANSWER_MEASURES = (
+    ("stopped", "stopped (EOS)"),
+    ("loop", "repetition loop"),
+    ("echo", "prompt echo"),
+    ("clean", "clean"),
+)
+
+
+def _answer_flags(rows: Sequence[dict], measure: str) -> list[bool]:
+    if measure == "stopped":
+        return [row["stop_reason"] == "eos" for row in rows]
+    return [bool(answers.answer_flags(row)[measure]) for row in rows]
+
+
+def paired_answers(
+    doc_a: dict[str, Any],
+    doc_b: dict[str, Any],
+    pairs: Sequence[tuple[dict, dict]],
+    samples: int = stats.BOOTSTRAP_SAMPLES,
+    seed: int = stats.BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """Both runs' answer measures (sfteval.ifeval.answers) on the paired prompts, each change
+    with a paired bootstrap interval and exact McNemar, and IFEval on the prompts whose answers
+    are clean in both runs. Measures that need stop reasons are left out when a run lacks them."""
+    rows_a = [a for a, _ in pairs]
+    rows_b = [b for _, b in pairs]
+    known = answers.stop_reasons_known(rows_a) and answers.stop_reasons_known(rows_b)
+    changes = []
+    for measure, label in ANSWER_MEASURES:
+        if measure != "echo" and not known:
+            continue
+        flags_a, flags_b = _answer_flags(rows_a, measure), _answer_flags(rows_b, measure)
+        test = stats.mcnemar_exact(flags_a, flags_b)
+        changes.append(
+            {
+                "measure": measure,
+                "label": label,
+                "a": answers.rate(flags_a),
+                "b": answers.rate(flags_b),
+                "difference": (sum(flags_b) - sum(flags_a)) / len(pairs),
+                "difference_ci": list(
+                    stats.paired_bootstrap_difference([[x] for x in flags_a], [[y] for y in flags_b], samples, seed)
+                ),
+                "mcnemar": {"only_a": test["only_first"], "only_b": test["only_second"], "p_value": test["p_value"]},
+            }
+        )
+    block: dict[str, Any] = {
+        "rules": dict(answers.RULES),
+        "stop_reason_known": known,
+        "a": answers.analyse(rows_a),
+        "b": answers.analyse(rows_b),
+        "changes": changes,
+        "clean_in_both": None,
+    }
+    if known:
+        both = [(a, b) for a, b in pairs if answers.answer_flags(a)["clean"] and answers.answer_flags(b)["clean"]]
+        if both:
+            clean_a, clean_b = [a for a, _ in both], [b for _, b in both]
+            block["clean_in_both"] = {
+                "n_prompts": len(both),
+                "metrics": paired_metrics(doc_a, doc_b, clean_a, clean_b, samples, seed),
+            }
+    return block
 
 
 def _run_info(doc: dict[str, Any]) -> dict[str, Any]:
@@ -345,6 +424,79 @@ def _run_lines(comparison: dict[str, Any]) -> list[str]:
     return lines
 
 
+MCNEMAR_NOTE = (
+    "difference interval: paired bootstrap over prompts; McNemar: exact, on the discordant pairs; at instruction "
+    "level it treats one prompt's instructions as independent, which they are not, so read the clustered p there "
+    "(McNemar clustered by prompt, Durkalski et al. 2003; docs/ANALYSES.md)"
+)
+
+
+def _clustered_p(metric: dict[str, Any]) -> str:
+    test = metric.get("clustered_mcnemar")
+    return p_text(test["p_value"]) if test else "–"
+
+
+def _metric_text_lines(metrics: Sequence[dict[str, Any]], a: str, b: str) -> list[str]:
+    # Columns at least as wide as the run names, with a space between, so long names stay apart.
+    wide = max(20, len(a) + 1, len(b) + 1)
+    diff_name = f"{b} - {a} (pts)"
+    wide_diff = max(22, len(diff_name) + 1)
+    header = (
+        f"{'metric':<26}{a:>{wide}}{b:>{wide}}{diff_name:>{wide_diff}}  {'McNemar p':>10}  {'clustered p':>11}"
+        "  pass->fail / fail->pass"
+    )
+    lines = [header, "-" * len(header)]
+    for m in metrics:
+        lines.append(
+            f"{m['label']:<26}"
+            f"{pct(m['a']['acc']) + ' ' + interval(m['a']['ci']):>{wide}}"
+            f"{pct(m['b']['acc']) + ' ' + interval(m['b']['ci']):>{wide}}"
+            f"{signed_points(m['difference']) + ' ' + interval(m['difference_ci']):>{wide_diff}}"
+            f"  {p_text(m['mcnemar']['p_value']):>10}  {_clustered_p(m):>11}"
+            f"  {m['mcnemar']['pass_to_fail']} / {m['mcnemar']['fail_to_pass']}"
+        )
+    return lines
+
+
+def _rate_text(measure: dict[str, Any]) -> str:
+    return f"{pct(measure['rate'])} {interval(measure['ci'])}"
+
+
+def _tokens_text(block: dict[str, Any]) -> str:
+    tokens = block.get("new_tokens")
+    if not tokens:
+        return "not recorded"
+    return (
+        f"median {tokens['median']}, p25 {tokens['p25']}, p75 {tokens['p75']}, p90 {tokens['p90']}, max {tokens['max']}"
+    )
+
+
+def _answer_text_lines(block: dict[str, Any], a: str, b: str) -> list[str]:
+    """The answers section: stop, loop, echo and clean rates paired, tokens, IFEval on clean answers."""
+    lines = ["", "Answers, % of the paired prompts (rules in docs/ANALYSES.md):"]
+    wide = max(20, len(a) + 1, len(b) + 1)
+    diff_name = f"{b} - {a} (pts)"
+    header = f"{'measure':<26}{a:>{wide}}{b:>{wide}}{diff_name:>24}  {'McNemar p':>10}  only {a} / only {b}"
+    lines += [header, "-" * len(header)]
+    for change in block["changes"]:
+        lines.append(
+            f"{change['label']:<26}{_rate_text(change['a']):>{wide}}{_rate_text(change['b']):>{wide}}"
+            f"{signed_points(change['difference']) + ' ' + interval(change['difference_ci']):>24}"
+            f"  {p_text(change['mcnemar']['p_value']):>10}  {change['mcnemar']['only_a']} / {change['mcnemar']['only_b']}"
+        )
+    lines.append(f"new tokens {a}: {_tokens_text(block['a'])}")
+    lines.append(f"new tokens {b}: {_tokens_text(block['b'])}")
+    if not block["stop_reason_known"]:
+        lines.append("(stop reasons unknown for a run: compare the ifeval_responses files to get stop, loop and clean)")
+    elif block["clean_in_both"]:
+        clean = block["clean_in_both"]
+        lines += ["", f"IFEval on the {clean['n_prompts']} prompts whose answers are clean in both runs:"]
+        lines += _metric_text_lines(clean["metrics"], a, b)
+    else:
+        lines.append("No prompt has a clean answer in both runs.")
+    return lines
+
+
 def format_text(comparison: dict[str, Any], max_flips: int = 10) -> str:
     """The report printed to stdout."""
     a, b = comparison["names"]
@@ -355,25 +507,10 @@ def format_text(comparison: dict[str, Any], max_flips: int = 10) -> str:
     )
     lines += ["  note: " + n for n in comparison["notes"]]
     lines.append("")
-    # Columns at least as wide as the run names, with a space between, so long names stay apart.
-    wide = max(20, len(a) + 1, len(b) + 1)
-    diff_name = f"{b} - {a} (pts)"
-    wide_diff = max(22, len(diff_name) + 1)
-    header = f"{'metric':<26}{a:>{wide}}{b:>{wide}}{diff_name:>{wide_diff}}  {'McNemar p':>10}  pass->fail / fail->pass"
-    lines += [header, "-" * len(header)]
-    for m in comparison["metrics"]:
-        lines.append(
-            f"{m['label']:<26}"
-            f"{pct(m['a']['acc']) + ' ' + interval(m['a']['ci']):>{wide}}"
-            f"{pct(m['b']['acc']) + ' ' + interval(m['b']['ci']):>{wide}}"
-            f"{signed_points(m['difference']) + ' ' + interval(m['difference_ci']):>{wide_diff}}"
-            f"  {p_text(m['mcnemar']['p_value']):>10}"
-            f"  {m['mcnemar']['pass_to_fail']} / {m['mcnemar']['fail_to_pass']}"
-        )
-    lines.append(
-        "(difference interval: paired bootstrap over prompts; McNemar: exact, on the discordant pairs; "
-        "at instruction level it treats one prompt's instructions as independent)"
-    )
+    lines += _metric_text_lines(comparison["metrics"], a, b)
+    lines.append(f"({MCNEMAR_NOTE})")
+    if comparison.get("answers"):
+        lines += _answer_text_lines(comparison["answers"], a, b)
     lines += ["", f"Per instruction id, sorted by the strict change ({b} - {a}, points):"]
     w = max(len(a), len(b)) + 9  # room for "<name> strict" and a gap
     header = (
@@ -416,28 +553,67 @@ def _md(text: Any) -> str:
     return out
 
 
+def _metric_markdown_lines(metrics: Sequence[dict[str, Any]], a: str, b: str) -> list[str]:
+    out = [
+        f"| metric | {a} | {b} | {b} − {a} (pts) | McNemar p | clustered p | pass→fail | fail→pass |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in metrics:
+        out.append(
+            f"| {m['label']} | {pct(m['a']['acc'])} {interval(m['a']['ci'])} "
+            f"| {pct(m['b']['acc'])} {interval(m['b']['ci'])} "
+            f"| {signed_points(m['difference'])} {interval(m['difference_ci'])} "
+            f"| {p_text(m['mcnemar']['p_value'])} | {_clustered_p(m)} "
+            f"| {m['mcnemar']['pass_to_fail']} | {m['mcnemar']['fail_to_pass']} |"
+        )
+    return out
+
+
+def _answer_markdown_lines(block: dict[str, Any], a: str, b: str) -> list[str]:
+    out = [
+        "",
+        "## Answers",
+        "",
+        "% of the paired prompts with 95% Wilson intervals; the change has a paired bootstrap interval and an "
+        "exact McNemar test. Rules in docs/ANALYSES.md.",
+        "",
+        f"| measure | {a} | {b} | {b} − {a} (pts) | McNemar p | only {a} | only {b} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for change in block["changes"]:
+        out.append(
+            f"| {change['label']} | {_rate_text(change['a'])} | {_rate_text(change['b'])} "
+            f"| {signed_points(change['difference'])} {interval(change['difference_ci'])} "
+            f"| {p_text(change['mcnemar']['p_value'])} | {change['mcnemar']['only_a']} | {change['mcnemar']['only_b']} |"
+        )
+    out += [
+        "",
+        f"- New tokens, {_md(a)}: {_tokens_text(block['a'])}.",
+        f"- New tokens, {_md(b)}: {_tokens_text(block['b'])}.",
+    ]
+    if not block["stop_reason_known"]:
+        out.append(
+            "- Stop reasons are unknown for a run: compare the ifeval_responses files to get stop, loop and clean."
+        )
+    elif block["clean_in_both"]:
+        clean = block["clean_in_both"]
+        out += ["", f"### IFEval on the {clean['n_prompts']} prompts whose answers are clean in both runs", ""]
+        out += _metric_markdown_lines(clean["metrics"], a, b)
+    else:
+        out.append("- No prompt has a clean answer in both runs.")
+    return out
+
+
 def format_markdown(comparison: dict[str, Any], plot_name: str | None = None) -> str:
     a, b = comparison["names"]
     out = ["# IFEval comparison", ""]
     out += [f"- {_md(x)}" for x in _run_lines(comparison)]
     out.append(f"- Paired on {comparison['n_prompts']} prompts, {comparison['n_instructions']} instructions.")
     out += [f"- {_md(n)}" for n in comparison["notes"]]
-    out += [
-        "",
-        "Accuracies in %, with 95% bootstrap intervals over prompts. The difference interval is a paired "
-        "bootstrap over prompts (the same draw for both runs); McNemar is exact, on the "
-        "discordant pairs (at instruction level it treats one prompt's instructions as independent).",
-        "",
-        f"| metric | {a} | {b} | {b} − {a} (pts) | McNemar p | pass→fail | fail→pass |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in comparison["metrics"]:
-        out.append(
-            f"| {m['label']} | {pct(m['a']['acc'])} {interval(m['a']['ci'])} "
-            f"| {pct(m['b']['acc'])} {interval(m['b']['ci'])} "
-            f"| {signed_points(m['difference'])} {interval(m['difference_ci'])} "
-            f"| {p_text(m['mcnemar']['p_value'])} | {m['mcnemar']['pass_to_fail']} | {m['mcnemar']['fail_to_pass']} |"
-        )
+    out += ["", f"Accuracies in %, with 95% bootstrap intervals over prompts. {_md(MCNEMAR_NOTE.capitalize())}.", ""]
+    out += _metric_markdown_lines(comparison["metrics"], a, b)
+    if comparison.get("answers"):
+        out += _answer_markdown_lines(comparison["answers"], a, b)
     if plot_name:
         out += ["", f"![IFEval comparison]({plot_name})"]
     out += [

@@ -954,6 +954,7 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
         adapter=config.adapter,
         adapter_train_config=job.train_config,
         precision=config.precision,
+        weights_dtype=ready.loaded.info.get("weights_dtype"),
         loader=job.loader,
         template=ready.template,
         llm_int8_threshold=config.llm_int8_threshold if config.precision == "8bit" else None,

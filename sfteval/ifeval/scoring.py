@@ -26,6 +26,7 @@ from typing import Any
 
 from sfteval import records, schemas, stats
 from sfteval.cli import UserError, tqdm_disable
+from sfteval.ifeval import answers
 from sfteval.ifeval.prompts import REQUIRED_KEYS, load_prompt_set, normalize
 
 SCORER_NAME = "sfteval.ifeval"
@@ -37,6 +38,8 @@ PUNKT_HINT = (
     "or point NLTK_DATA at a folder holding tokenizers/punkt_tab"
 )
 MODES = ("strict", "loose")
+# What generation recorded about each answer, carried into `per_prompt` for sfteval.ifeval.answers.
+RUN_FIELDS = ("new_tokens", "stop_reason")
 
 
 # ---------------------------------------------------------------- resources
@@ -159,6 +162,7 @@ def score_prompt(row: dict[str, Any], registry: dict[str, type] | None = None) -
         "follow_instruction_list_loose": loose,
         "follow_all_strict": all(strict),
         "follow_all_loose": all(loose),
+        **{k: row[k] for k in RUN_FIELDS if k in row},
     }
 
 
@@ -297,7 +301,10 @@ def _refuse_duplicates(rows: list[dict[str, Any]], path: Path) -> None:
 
 def _own_rows(document: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     schemas.validate(document, "ifeval_responses", path)
-    return [{**normalize(raw), "response": raw["response"]} for raw in document["responses"]]
+    return [
+        {**normalize(raw), "response": raw["response"], **{k: raw[k] for k in RUN_FIELDS if k in raw}}
+        for raw in document["responses"]
+    ]
 
 
 def _check_against_prompt_set(rows: list[dict[str, Any]], prompt_rows: list[dict[str, Any]], path: Path) -> None:
@@ -442,6 +449,7 @@ def scores_document(path: Path, responses: Responses, per_prompt: list[dict[str,
         per_instruction=accuracy_by(per_prompt, lambda instruction_id: instruction_id),
         per_category=accuracy_by(per_prompt, category),
         per_prompt=per_prompt,
+        answers=answers.analyse(per_prompt),
     )
 
 
@@ -477,6 +485,8 @@ def summary_table(document: dict[str, Any]) -> str:
     lines.append(f"{'category':26}{'n':>4}  strict   loose")
     for name, row in document["per_category"].items():
         lines.append(f"{name:26}{row['n']:>4}  {row['strict_acc']:6.1%}  {row['loose_acc']:6.1%}")
+    if document.get("answers"):
+        lines += answers.summary_lines(document["answers"])
     return "\n".join(lines)
 
 

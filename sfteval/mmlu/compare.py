@@ -10,6 +10,7 @@ from typing import Any
 
 from sfteval import records, schemas, stats
 from sfteval.cli import UserError
+from sfteval.mmlu.letters import letter_analysis, letter_line
 
 KIND = "tinymmlu_results"
 COMPARISON_KIND = "tinymmlu_comparison"
@@ -40,6 +41,7 @@ def describe(doc: dict[str, Any], path: str | Path) -> dict[str, Any]:
         "adapter": meta.get("adapter"),
         "precision": meta.get("precision"),
         "template": meta.get("template"),
+        "letters": letter_analysis(doc["items"]),
     }
 
 
@@ -85,6 +87,7 @@ def format_text(result: dict[str, Any], names: Sequence[str] = ("A", "B")) -> st
     for name, run in zip(names, (a, b)):
         adapter = f" + {run['adapter']}" if run["adapter"] else ""
         lines.append(f"  {name}: {pct(run)}  {run['model']}{adapter}, {run['precision']}, template {run['template']}")
+        lines.append(f"    {letter_line(run['letters'])}")
     lines.append(
         f"  {names[1]} - {names[0]}: {diff['points']:+.1f} points [{diff['ci_points'][0]:+.1f}, {diff['ci_points'][1]:+.1f}]; "
         f"McNemar p = {test['p_value']:.3g} ({test['only_first']} right only in {names[0]}, "

@@ -25,7 +25,6 @@ import importlib.util
 import math
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from sfteval import prompts
 from sfteval.cli import UserError, tqdm_disable
+from sfteval.mmlu.letters import LETTERS, letter_analysis
 from sfteval.model import generation
 from sfteval.records import installed_version, read_jsonl, sha256_file, sha256_json
 from sfteval.stats import wilson_interval
@@ -40,7 +40,6 @@ from sfteval.stats import wilson_interval
 HUB_DATASET = "tinyBenchmarks/tinyMMLU"
 HUB_CONFIG = "all"  # the config lm-eval's tinyMMLU task reads
 HUB_SPLIT = "test"
-LETTERS = ("A", "B", "C", "D")
 REQUIRED_KEYS = ("question", "subject", "choices", "answer")
 # What this scorer accepts for --template: `none` (the default) is the plain 0-shot text a base
 # model is scored on; `chat` and `alpaca` wrap the same text as one instruction.
@@ -90,6 +89,7 @@ class ItemScore:
     logprobs: list[float]
     prediction: int
     correct: bool
+    prompt: str  # the exact text the model read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +230,7 @@ def letter_token_ids(tokenizer: Any, prompt_text: str, prompt_ids: Sequence[int]
 
 @dataclass
 class Encoded:
+    texts: list[str]
     prompt_ids: list[list[int]]
     letter_ids: list[int]
     letter_tokens: list[str]
@@ -237,10 +238,12 @@ class Encoded:
 
 def encode_items(tokenizer: Any, items: Sequence[Item], template: str) -> Encoded:
     """Tokenized prompts and the letter ids, checked to be the same for every prompt."""
+    texts: list[str] = []
     all_ids: list[list[int]] = []
     letter_ids: list[int] | None = None
     for item in items:
         text = render(template, tokenizer, item)
+        texts.append(text)
         ids = prompts.encode(tokenizer, text)
         these = letter_token_ids(tokenizer, text, ids)
         if letter_ids is None:
@@ -250,7 +253,7 @@ def encode_items(tokenizer: Any, items: Sequence[Item], template: str) -> Encode
         all_ids.append(ids)
     if letter_ids is None:
         raise UserError("no tinyMMLU items to score")
-    return Encoded(all_ids, letter_ids, tokenizer.convert_ids_to_tokens(letter_ids))
+    return Encoded(texts, all_ids, letter_ids, tokenizer.convert_ids_to_tokens(letter_ids))
 
 
 # ------------------------------------------------------------------------------------- scoring
@@ -353,7 +356,11 @@ def score_items(
     for position, item in enumerate(items):
         row = logprobs[position]
         prediction = argmax(row)
-        scores.append(ItemScore(item.idx, item.subject, item.answer, row, prediction, prediction == item.answer))
+        scores.append(
+            ItemScore(
+                item.idx, item.subject, item.answer, row, prediction, prediction == item.answer, encoded.texts[position]
+            )
+        )
     info = {
         "method": "next-token log-prob of each answer letter (log-softmax over the vocabulary); prediction = argmax",
         "letter_continuations": letter_continuations(render(template, tokenizer, items[0])),
@@ -387,7 +394,6 @@ def summarize(scores: Sequence[ItemScore]) -> dict[str, Any]:
     subjects: dict[str, list[bool]] = {}
     for s in scores:
         subjects.setdefault(s.subject, []).append(s.correct)
-    counts = Counter(LETTERS[s.prediction] for s in scores)
     mass = [sum(math.exp(v) for v in s.logprobs) for s in scores]
     return {
         "n": n,
@@ -396,7 +402,7 @@ def summarize(scores: Sequence[ItemScore]) -> dict[str, Any]:
         "accuracy_ci": [ci[0], ci[1]],
         "note": interval_note(n, ci),
         "per_subject": {name: {"n": len(v), "accuracy": sum(v) / len(v)} for name, v in sorted(subjects.items())},
-        "prediction_counts": {letter: counts.get(letter, 0) for letter in LETTERS},
+        **letter_analysis([s.to_dict() for s in scores]),
         "letter_prob_mass_mean": sum(mass) / n if n else 0.0,
         "irt": None,
         "irt_note": "",

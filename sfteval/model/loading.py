@@ -169,8 +169,9 @@ def gguf_cache_dir() -> Path:
     return Path(root) / "gguf"
 
 
-def materialize_gguf(gguf_path: str | Path) -> Path:
-    """Dequantize a GGUF file once into a bf16 safetensors folder and return that folder.
+def materialize_gguf(gguf_path: str | Path, precision: str = "bf16") -> Path:
+    """Dequantize a GGUF file once into a safetensors folder and return that folder: fp32 for
+    `--precision fp32` (a bf16 folder would round the GGUF's weights to bf16 first), bf16 otherwise.
 
     Every loader (bitsandbytes quantization, unsloth, PEFT trainer) then works on an
     ordinary model folder; transformers needs `GgufConfig(dequantize=True)` for the GGUF
@@ -179,7 +180,8 @@ def materialize_gguf(gguf_path: str | Path) -> Path:
     gguf_path = Path(gguf_path).expanduser().resolve()
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = gguf_cache_dir() / f"{gguf_path.stem}-{key}"
+    full = precision == "fp32"
+    target = gguf_cache_dir() / (f"{gguf_path.stem}-fp32-{key}" if full else f"{gguf_path.stem}-{key}")
     if (target / "config.json").is_file() and (target / "tokenizer_config.json").is_file():
         return target
     import torch
@@ -189,7 +191,10 @@ def materialize_gguf(gguf_path: str | Path) -> Path:
     folder, filename = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=filename, quantization_config=GgufConfig(dequantize=True), dtype=torch.bfloat16
+        folder,
+        gguf_file=filename,
+        quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32 if full else torch.bfloat16,
     )
     fix_gguf_eos(tokenizer, model)
     tokenizer = repair_gguf_tokenizer(tokenizer, gguf_path)
@@ -250,14 +255,14 @@ def check_gguf_tokenizer(tokenizer: Any, gguf_path: Path) -> None:
         )
 
 
-def local_source(name: str) -> str:
-    """Hub name or folder as given; a .gguf file becomes its dequantized bf16 folder."""
+def local_source(name: str, precision: str = "bf16") -> str:
+    """Hub name or folder as given; a .gguf file becomes its dequantized folder (fp32 for fp32)."""
     check_model_source(name)
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise UserError(f"{name} is a file but not a .gguf model; point --model at a folder, hub name or .gguf")
-        return str(materialize_gguf(path))
+        return str(materialize_gguf(path, precision))
     return name
 
 
@@ -434,7 +439,7 @@ def prepare_source(spec: ModelSpec, name: str) -> tuple[str, bool, str]:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # "Loading weights", hub downloads
-    return loader, has_cuda, local_source(name)
+    return loader, has_cuda, local_source(name, spec.precision)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
@@ -471,7 +476,25 @@ def load_info(
         "load_seconds": round(time.perf_counter() - started, 2),
         "pad_token": tokenizer.pad_token,
         "eos_token": tokenizer.eos_token,
+        "weights_dtype": source_weights_dtype(source),
     }
+
+
+def source_weights_dtype(source: str) -> str | None:
+    """The dtype the checkpoint stores its weights in (config.json's `dtype`/`torch_dtype`), so a file
+    says when fp32 compute ran on bf16 weights; None for a hub model that is not in the local cache."""
+    config_file = Path(source) / "config.json"
+    if not config_file.is_file():
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(source, local_files_only=True).to_dict()
+        except (OSError, ValueError):
+            return None
+    else:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return str(dtype).replace("torch.", "") if dtype else None
 
 
 # ---------------------------------------------------------------- training (train.py)

@@ -200,6 +200,21 @@ def identity(meta: dict[str, Any]) -> tuple[str, str | None, str]:
     )
 
 
+def answer_entry(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Loop rate and prompt-level strict accuracy on clean answers, from a scores file's `answers`
+    block (sfteval.ifeval.answers); None for files scored before it existed or without stop reasons."""
+    if not block or not block.get("loop"):
+        return None
+    clean = block.get("clean_accuracy") or {}
+    return {
+        "loop_rate": block["loop"]["rate"],
+        "loop_ci": block["loop"]["ci"],
+        "n_clean": (block.get("clean") or {}).get("count"),
+        "clean_prompt_strict": clean.get("prompt_level_strict_acc"),
+        "clean_prompt_strict_ci": clean.get("prompt_level_strict_acc_ci"),
+    }
+
+
 def ifeval_entry(result: ResultFile) -> tuple[tuple, dict[str, Any], dict[str, Any]]:
     doc = result.doc
     meta = doc.get("metadata") or {}
@@ -215,6 +230,8 @@ def ifeval_entry(result: ResultFile) -> tuple[tuple, dict[str, Any], dict[str, A
         if wilson is not None:
             entry[f"{key}_ci"] = wilson
             entry["wilson"].append(key)
+
+    entry["answers"] = answer_entry(doc.get("answers"))
     entry["source"] = result.path.name
     extra = {"tokens_per_second": meta.get("tokens_per_second"), "peak_gpu_memory_gb": meta.get("peak_gpu_memory_gb")}
     return identity(meta), entry, extra
@@ -319,6 +336,13 @@ def table_cells(row: Row) -> list[str]:
         else:
             cells.append("–")
     cells.append(str(row.ifeval["n_prompts"]) if row.ifeval else "–")
+    answers = (row.ifeval or {}).get("answers")
+    if answers:
+        cells.append(format_acc(answers["loop_rate"], answers["loop_ci"]))
+        clean = format_acc(answers["clean_prompt_strict"], answers["clean_prompt_strict_ci"])
+        cells.append(f"{clean} (n {answers['n_clean']})")
+    else:
+        cells += ["–", "–"]
     if row.tinymmlu:
         mark = "" if row.tinymmlu["metric"] == "accuracy" else " †"
         cells.append(format_acc(row.tinymmlu["value"], row.tinymmlu["ci"]) + mark)
@@ -338,6 +362,8 @@ HEADER = [
     "IFEval inst strict",
     "IFEval inst loose",
     "IFEval prompts",
+    "IFEval loops",
+    "IFEval prompt strict, clean answers",
     "tinyMMLU",
     "gen tokens/s",
     "peak GPU GB",
@@ -369,6 +395,12 @@ def results_markdown(rows: Sequence[Row], charts: Sequence[str] = ()) -> str:
         )
     if any(r.tinymmlu and r.tinymmlu["metric"] != "accuracy" for r in rows):
         out.append("† lm-eval's tinyMMLU `acc_norm`: its IRT-based estimate of full-MMLU accuracy, no interval.")
+    out.append(
+        "IFEval loops: answers cut at the token limit whose tail repeats itself; clean answers neither loop nor echo "
+        "the prompt (rules in docs/ANALYSES.md; – for files scored without stop reasons). Paired tests between two "
+        "rows come from compare_ifeval.py: its exact McNemar test at instruction level treats the instructions of "
+        "one prompt as independent, which they are not, so read the McNemar test clustered by prompt beside it."
+    )
     out.append("Generation tokens/s and peak GPU memory are those of the IFEval generation run (eval_generate.py).")
     for chart in charts:
         out += ["", f"![{Path(chart).stem}]({chart})"]

@@ -118,6 +118,7 @@ def test_small_run_writes_a_self_describing_file_and_never_overwrites(
     assert cli.run(eval_mmlu.main, [*argv, "--limit", "2"]) == 0
     printed = capsys.readouterr().out
     assert "tinyMMLU accuracy" in printed and "95% CI" in printed and "IRT skipped" in printed
+    assert "always answering" in printed
     assert cli.run(eval_mmlu.main, [*argv, "--limit", "1"]) == 0
 
     first = out / f"{smollm2_dir.name}_fp32_tinymmlu_20250101_120000.json"
@@ -145,8 +146,10 @@ def test_small_run_writes_a_self_describing_file_and_never_overwrites(
     assert re.match(r"2 items: the 95% interval is about \+-\d+\.\d points", summary["note"])
     assert summary["irt"] is None and summary["irt_note"].startswith("IRT skipped")
     assert sum(v["n"] for v in summary["per_subject"].values()) == 2
-    for row in rows:
-        assert set(row) == {"idx", "subject", "answer", "logprobs", "prediction", "correct"}
+    questions = mmlu.load_items(str(data))[0]
+    for row, item in zip(rows, questions):
+        assert set(row) == {"idx", "subject", "answer", "logprobs", "prediction", "correct", "prompt"}
+        assert row["prompt"] == mmlu.question_text(item)  # --template none: the plain text itself
         assert len(row["logprobs"]) == 4 and row["prediction"] == max(range(4), key=row["logprobs"].__getitem__)
         assert row["correct"] == (row["prediction"] == row["answer"])
     assert json.loads(second.read_text())["items"][0]["logprobs"] == pytest.approx(rows[0]["logprobs"], abs=1e-4)

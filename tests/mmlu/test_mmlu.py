@@ -180,7 +180,7 @@ def test_hub_rows_are_read_from_the_all_config(monkeypatch):
 def make_score(idx, subject, answer, prediction):
     logprobs = [-3.0] * 4
     logprobs[prediction] = -0.5
-    return mmlu.ItemScore(idx, subject, answer, logprobs, prediction, prediction == answer)
+    return mmlu.ItemScore(idx, subject, answer, logprobs, prediction, prediction == answer, f"question {idx}")
 
 
 def test_summary_accuracy_interval_subjects_and_letters():
@@ -194,6 +194,14 @@ def test_summary_accuracy_interval_subjects_and_letters():
         "virology": {"n": 6, "accuracy": pytest.approx(2 / 6)},
     }
     assert summary["prediction_counts"] == {"A": 10, "B": 0, "C": 0, "D": 0}
+    assert summary["answer_counts"] == {"A": 3, "B": 3, "C": 2, "D": 2}
+    # A and B are both right 3 times: the tie goes to A, whose baseline equals always-A's accuracy here
+    assert summary["constant_baseline"] == {
+        "letter": "A",
+        "n_correct": 3,
+        "accuracy": pytest.approx(0.3),
+        "ci": pytest.approx(list(stats.wilson_interval(3, 10))),
+    }
     assert summary["letter_prob_mass_mean"] == pytest.approx(math.exp(-0.5) + 3 * math.exp(-3.0))
     assert summary["irt"] is None
 

@@ -2,6 +2,7 @@ import copy
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,23 @@ def test_bitsandbytes_compile_lifts_transformers_block_only_for_that_model(monke
     assert not untouched.is_compileable
     assert loading.allow_bitsandbytes_compile(model) is False  # already compileable: nothing to lift
     assert loading.allow_bitsandbytes_compile(types.SimpleNamespace()) is False  # not quantized
+
+
+def test_fp32_gguf_is_dequantized_to_fp32_and_records_its_weights_dtype(tmp_path, monkeypatch, smollm2_dir):
+    """--precision fp32 on a GGUF: the GGUF's own values in fp32, not the bf16 cache folder's
+    rounding of them; every load records the dtype its checkpoint really holds."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sfteval import testmodels
+
+    monkeypatch.setenv("SFTEVAL_CACHE", str(tmp_path))
+    fp32_dir = loading.local_source(str(testmodels.smollm2_gguf()), "fp32")
+    assert "-fp32-" in Path(fp32_dir).name and Path(fp32_dir).parent == tmp_path / "gguf"
+    assert loading.source_weights_dtype(fp32_dir) == "float32"
+    assert loading.source_weights_dtype(str(smollm2_dir)) == "bfloat16"
+    weights = load_file(str(next(Path(fp32_dir).glob("*.safetensors"))))
+    name = next(k for k, v in weights.items() if v.ndim == 2 and "proj" in k)
+    full = weights[name]
+    assert full.dtype == torch.float32
+    assert not torch.equal(full, full.to(torch.bfloat16).float())  # values a bf16 folder could not hold

@@ -11,6 +11,7 @@ import pytest
 
 from sfteval import records, stats
 from sfteval.report import tables as report
+from tests.conftest import ROOT
 
 BASE = "unsloth/Meta-Llama-3.1-8B"
 LIMIT = 12  # a --limit run: real scoring, a few seconds
@@ -434,3 +435,18 @@ def test_cpu_runs_get_no_empty_gpu_memory_panel(results_root, tmp_path):
     assert [attr for attr, _ in report.efficiency_panels(rows)] == ["tokens_per_second"]
     for png in report.plot_results(rows, tmp_path / "acc.png", tmp_path / "speed.png"):
         check_png(png)
+
+
+def test_results_md_shows_loops_and_clean_accuracy_of_a_real_run(tmp_path):
+    from sfteval.ifeval import scoring
+
+    source = ROOT / "docs" / "runs" / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_alpaca5k_hf_bf16.json.gz"
+    scored = scoring.score_file(source)
+    path = records.write_json_atomic(tmp_path / "run.scores.json", scored)
+    text = report.results_markdown(report.build_rows([report.read_result_file(path, ["ifeval_scores"])]))
+    block = scored["answers"]
+    clean = block["clean_accuracy"]
+    assert f"| {report.format_acc(block['loop']['rate'], block['loop']['ci'])} |" in text
+    cell = report.format_acc(clean["prompt_level_strict_acc"], clean["prompt_level_strict_acc_ci"])
+    assert f"| {cell} (n {block['clean']['count']}) |" in text
+    assert "clustered by prompt" in text
