@@ -36,6 +36,30 @@ def alpaca_response(full_text: str) -> str:
     return tail.strip() if found else full_text.strip()
 
 
+def alpaca_chat_template(tokenizer: Any) -> str:
+    """The alpaca template as a Jinja chat template, for a tokenizer saved with an adapter or a
+    merged model: a user turn renders exactly `alpaca_prompt(content)` (so it already ends where
+    the answer starts), an assistant turn is its content and EOS, as training wrote it. BOS leads
+    when the tokenizer adds one on encode, so `apply_chat_template(..., tokenize=True)` gives the
+    token ids training and `encode` give."""
+    head, _, tail = alpaca_template()["prompt_no_input"].partition("{instruction}")
+    bos = "{{ bos_token }}" if tokenizer_adds_bos(tokenizer) else ""
+    return (
+        bos + "{% for message in messages %}"
+        "{% if message['role'] == 'user' %}"
+        f"{{{{ {json.dumps(head)} + message['content'] + {json.dumps(tail)} }}}}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+        "{% else %}{{ raise_exception('the alpaca template has only user and assistant turns') }}"
+        "{% endif %}{% endfor %}"
+    )
+
+
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("x")["input_ids"]
+    return bos_id is not None and bool(ids) and ids[0] == bos_id
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
