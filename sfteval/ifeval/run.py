@@ -594,6 +594,11 @@ def plan(config: RunConfig) -> Job:
     loader = loading.choose_loader(config.precision, config.use_hf, has_cuda, has_cuda and loading.unsloth_installed())
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
+    if shard and shard.from_launcher and loader != "hf":
+        raise UserError(
+            "under a launcher each process loads its model onto its own GPU with transformers; add --use-hf "
+            "(or run one --shard i/N per GPU with CUDA_VISIBLE_DEVICES=i and merge_shards.py)"
+        )
     if config.merge_adapter and loader != "hf":
         raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
     if config.dequantize_once and loader != "hf":
