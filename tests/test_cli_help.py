@@ -13,6 +13,8 @@ SCRIPTS = [
     "compare_mmlu.py",
     "eval_wandb.py",
     "inference.py",
+    "export.py",
+    "merge_shards.py",
     "run_pipeline.py",
     "tools/carry_pieces.py",
     "bench/loader_parity.py",

@@ -65,3 +65,27 @@ def test_alpaca_chat_template_gives_the_training_prompt_tokens(llama3_tokenizer)
     assert ids.count(tokenizer.bos_token_id) == 1
     with pytest.raises(Exception, match="user and assistant messages only"):
         tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_alpaca_chat_template_gives_the_training_prompt_and_answer(llama3_tokenizer, smollm2_dir):
+    """As a chat template the alpaca prompt tokenizes to what training and `encode` give, BOS
+    only where the tokenizer adds one; an assistant turn ends with EOS, a system turn is refused."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    instruction = 'Quote "this" \\ and\nthat.'
+    for original in (llama3_tokenizer, AutoTokenizer.from_pretrained(smollm2_dir)):
+        tokenizer = copy.deepcopy(original)
+        tokenizer.chat_template = prompts.alpaca_chat_template(tokenizer)
+        user = [{"role": "user", "content": instruction}]
+        text = prompts.render("chat", tokenizer, instruction)
+        assert text.removeprefix(tokenizer.bos_token or "") == prompts.alpaca_prompt(instruction)
+        expected = prompts.encode(tokenizer, prompts.alpaca_prompt(instruction))
+        assert prompts.encode(tokenizer, text) == expected
+        assert tokenizer.apply_chat_template(user, add_generation_prompt=True)["input_ids"] == expected
+        assert text.startswith(tokenizer.bos_token or "") is prompts.tokenizer_adds_bos(tokenizer)
+        answered = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": "Done."}], tokenize=False)
+        assert answered == text + "Done." + tokenizer.eos_token
+        with pytest.raises(Exception, match="user and assistant messages only"):
+            tokenizer.apply_chat_template([{"role": "system", "content": "x"}, *user], tokenize=False)

@@ -18,6 +18,11 @@ The side file `<stem>.partial.jsonl` has one JSON object per line:
 generation settings, stop tokens, the prompts); a resume must match it exactly. Speed knobs
 (batch size, static cache, compile) may differ between sessions and are recorded per session.
 A line cut short by a crash is dropped before the run goes on.
+
+Shards: `shard="i/N"` generates every N-th prompt of the prompt set (after `limit`), starting
+at prompt i (0-based), into `<name>.shard<i>of<N>.json`; `sfteval.ifeval.shards.merge` (merge_shards.py)
+joins N such files into the one-process run's file. Under a launcher (`accelerate launch`,
+`torchrun`) every process takes the shard of its rank and the main process merges them at the end.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sfteval import records
+from sfteval import distributed, records
 from sfteval.cli import UserError, setting, tqdm_disable
 from sfteval.ifeval import prompts as ifeval_prompts
 from sfteval.model import generation
@@ -144,6 +149,13 @@ class RunConfig:
         metavar="PATH",
     )
     progress: bool = setting(True, "progress bar")
+    shard: str | None = setting(
+        None,
+        "i/N: generate only every N-th prompt starting at prompt i (0-based) into <name>.shard<i>of<N>.json; "
+        "merge_shards.py joins the N files into the one-process run's file. Under accelerate launch or torchrun "
+        "each process takes its rank's shard and the main one merges them (leave this out there)",
+        metavar="i/N",
+    )
 
     def __post_init__(self) -> None:
         if self.no_chat_template:
@@ -326,6 +338,49 @@ def find_partial(folder: Path, settings: dict[str, Any]) -> Path:
     )
 
 
+# ----------------------------------------------------------------------------- shards
+
+SHARD_TAG = ".shard{index}of{count}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+    from_launcher: bool = False  # one process of `accelerate launch`/`torchrun`: merged at the end
+
+    @property
+    def tag(self) -> str:
+        return SHARD_TAG.format(index=self.index, count=self.count)
+
+    def take(self, rows: Sequence[Any]) -> list[Any]:
+        return list(rows[self.index :: self.count])
+
+    def output(self, path: Path) -> Path:
+        """`x.json` -> `x.shard<i>of<N>.json`: the shards of one run side by side, never on one name."""
+        return path.with_name(path.name[: -len(".json")] + self.tag + ".json")
+
+
+def parse_shard(text: str | None) -> Shard | None:
+    """`i/N` as given; none given under a launcher of several processes: the rank's shard."""
+    launch = distributed.launch()
+    if text is None:
+        return Shard(launch.rank, launch.world_size, from_launcher=True) if launch.several else None
+    if launch.several:
+        raise UserError(
+            "--shard i/N is for separate runs; under accelerate launch or torchrun leave it out "
+            "(each process takes its own shard and the main one merges them)"
+        )
+    index_text, slash, count_text = text.partition("/")
+    try:
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        index = count = -1
+    if not slash or count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard takes i/N with 0 <= i < N (e.g. 0/2 and 1/2), got {text!r}")
+    return Shard(index, count)
+
+
 # ----------------------------------------------------------------------------- settings
 
 
@@ -336,7 +391,12 @@ def model_identity(name: str) -> str:
 
 
 def early_settings(
-    config: RunConfig, model_name: str, loader: str, prompt_info: dict[str, Any], n_prompts: int
+    config: RunConfig,
+    model_name: str,
+    loader: str,
+    prompt_info: dict[str, Any],
+    n_prompts: int,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     settings = generation.GenerationSettings(max_new_tokens=config.max_new_tokens, seed=config.seed).to_dict()
     return {
@@ -349,6 +409,7 @@ def early_settings(
         "generation": settings,
         "prompt_set_sha256": prompt_info["sha256"],
         "n_prompts": n_prompts,
+        "shard": [shard.index, shard.count] if shard else None,
     }
 
 
@@ -570,22 +631,26 @@ def output_folder(config: RunConfig) -> Path:
     return Path(config.output).parent if output_is_file(config) else Path(config.output)
 
 
-def choose_paths(config: RunConfig, settings: dict[str, Any], model_name: str) -> tuple[RunPaths, bool]:
-    """(paths, resuming). A fresh run refuses any existing file of its name."""
+def choose_paths(
+    config: RunConfig, settings: dict[str, Any], model_name: str, shard: Shard | None = None
+) -> tuple[RunPaths, bool]:
+    """(paths, resuming). A fresh run refuses any existing file of its name. A shard's file is
+    the run's name with its shard tag, so the processes of one command never share a name."""
     explicit_file = output_is_file(config)
+    named = RunPaths.from_any(config.output).output if explicit_file else None
+    if named is not None and shard:
+        named = shard.output(named)
     if config.resume:
         if config.resume != "auto":
             paths = RunPaths.from_any(config.resume)
-            if explicit_file and RunPaths.from_any(config.output).output != paths.output:
+            if named is not None and named != paths.output:
                 raise UserError("--output and --resume name different runs; give only --resume PATH")
-        elif explicit_file:
-            paths = RunPaths.from_any(config.output)
+        elif named is not None:
+            paths = RunPaths(named)
         else:
             paths = RunPaths.from_any(find_partial(output_folder(config), settings))
         return paths, True
-    if explicit_file:
-        paths = RunPaths.from_any(config.output)
-    else:
+    if named is None:
         folder = output_folder(config)
         unfinished = next((path for path, diff in side_files(folder, settings) if not diff), None)
         if unfinished is not None:
@@ -593,7 +658,9 @@ def choose_paths(config: RunConfig, settings: dict[str, Any], model_name: str) -
                 f"{unfinished} holds an unfinished run with these settings; pass --resume to complete it, "
                 "or delete that file to start over"
             )
-        paths = RunPaths(default_output(folder, model_name, config.adapter, config.precision))
+        named = default_output(folder, model_name, config.adapter, config.precision)
+        named = shard.output(named) if shard else named
+    paths = RunPaths(named)
     if paths.output.exists() or paths.official.exists():
         raise UserError(f"{paths.output} already exists; nothing is overwritten (choose another --output)")
     if paths.partial.exists():
@@ -615,6 +682,8 @@ class Job:
     settings: dict[str, Any]
     paths: RunPaths
     partial: Partial | None  # the side file being resumed
+    shard: Shard | None = None
+    n_prompts_all_shards: int = 0
 
 
 @dataclass
@@ -639,12 +708,23 @@ def plan(config: RunConfig) -> Job:
 
     check_config(config)
     loader, has_cuda = loading.check_machine(config.precision, use_hf=config.loader != "unsloth")
+    shard = parse_shard(config.shard)
     model_name, train_config = loading.resolve_base_model(config.model, config.adapter)
     loading.check_model_source(model_name)
     rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
     selected = rows[: config.limit] if config.limit else rows
+    n_all = len(selected)
+    if shard:
+        selected = shard.take(selected)
+        if not selected:
+            raise UserError(f"shard {shard.index}/{shard.count} holds no prompt: only {n_all} prompts to share")
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
+    if shard and shard.from_launcher and loader != "hf":
+        raise UserError(
+            "under a launcher each process loads its model onto its own GPU with transformers; add --use-hf "
+            "(or run one --shard i/N per GPU with CUDA_VISIBLE_DEVICES=i and merge_shards.py)"
+        )
     if config.merge_adapter and loader != "hf":
         raise UserError("--merge-adapter needs the transformers loader; add --use-hf")
     if config.dequantize_once and loader != "hf":
@@ -658,8 +738,8 @@ def plan(config: RunConfig) -> Job:
             "the KV cache per query head; add --gqa-decode for the fast path",
             file=sys.stderr,
         )
-    settings = early_settings(config, model_name, loader, prompt_info, len(selected))
-    paths, resuming = choose_paths(config, settings, model_name)
+    settings = early_settings(config, model_name, loader, prompt_info, len(selected), shard)
+    paths, resuming = choose_paths(config, settings, model_name, shard)
     records.check_writable_folder(paths.output.parent, "the output folder")
     partial = None
     if resuming and not paths.output.exists():
@@ -667,7 +747,20 @@ def plan(config: RunConfig) -> Job:
         diff = differing(settings, partial.header.get("settings", {}), list(settings))
         if diff:
             raise UserError(f"--resume: {paths.partial.name} was made with other settings ({', '.join(diff)} differ)")
-    return Job(config, model_name, train_config, prompt_info, selected, loader, has_cuda, settings, paths, partial)
+    return Job(
+        config,
+        model_name,
+        train_config,
+        prompt_info,
+        selected,
+        loader,
+        has_cuda,
+        settings,
+        paths,
+        partial,
+        shard,
+        n_all,
+    )
 
 
 def load(job: Job, log: Callable[[str], None]) -> Ready:
@@ -761,7 +854,31 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
     """Generate (or complete) the responses file described by `config`."""
     log = log or (lambda text: print(text, file=sys.stderr))
     job = plan(config)
-    paths = job.paths
+    if job.shard and job.shard.from_launcher:
+        distributed.init_process_group()
+        result = run_planned(job, log)
+        return merge_launched_shards(job, result)
+    return run_planned(job, log)
+
+
+def merge_launched_shards(job: Job, result: RunResult) -> RunResult:
+    """Under a launcher: wait for every process's shard; the main process joins them into one file."""
+    from sfteval.ifeval import shards
+
+    outputs = [Path(path) for path in distributed.gather(str(result.output))]
+    if not distributed.launch().is_main:
+        return result
+    target = shards.merged_path(outputs[0])
+    if target.exists() and result.status == "already complete":
+        return RunResult(target, RunPaths(target).official, "already complete")
+    merged = shards.merge(outputs)
+    return RunResult(
+        merged, RunPaths(merged).official, "written", summary_of(records.read_json(merged, "responses file"))
+    )
+
+
+def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
+    config, paths = job.config, job.paths
     if paths.output.exists():  # --resume of a finished run; a crash may have come before its last steps
         if not paths.official.exists():
             write_official(paths.official, records.read_json(paths.output, "responses file")["responses"])
@@ -783,7 +900,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
         "started_at": records.now_iso(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "host": platform.node(),
-        "gpu": torch.cuda.get_device_name(0) if job.has_cuda else None,
+        "gpu": torch.cuda.get_device_name() if job.has_cuda else None,
         "batch_size": ready.batch_size,
         "batch_size_requested": config.batch_size or "auto",
         "speed": config.speed,
@@ -813,9 +930,13 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunResul
     records.write_json_atomic(paths.output, document)
     write_official(paths.official, document["responses"])
     paths.partial.unlink()
+    return RunResult(paths.output, paths.official, "written", summary_of(document))
+
+
+def summary_of(document: dict[str, Any]) -> dict[str, Any]:
     meta = document["metadata"]
     keys = ("n_prompts", "tokens_generated", "tokens_per_second", "wall_seconds", "stop_reasons", "peak_gpu_memory_gb")
-    return RunResult(paths.output, paths.official, "written", {k: meta[k] for k in keys})
+    return {k: meta[k] for k in keys}
 
 
 def adapter_stop_ids(tokenizer: Any, train_config: dict[str, Any] | None) -> list[int]:
@@ -975,6 +1096,11 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
         prompt_set=job.prompt_info,
         n_prompts=len(selected),
         limit=config.limit,
+        shard=(
+            {"index": job.shard.index, "count": job.shard.count, "n_prompts_all_shards": job.n_prompts_all_shards}
+            if job.shard
+            else None
+        ),
         wall_seconds=round(wall, 3),
         tokens_generated=tokens,
         tokens_per_second=round(tokens / wall, 2) if wall > 0 else None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfteval import records
+from sfteval import distributed, records
 from sfteval.cli import PRECISIONS, UserError, terminal
 
 # Tokens that several model families reserve for padding; the first one present in the
@@ -383,7 +383,8 @@ def load_hf(source: str, spec: ModelSpec, has_cuda: bool) -> tuple[Any, Any]:
     if spec.precision in QUANTIZED:
         kwargs["quantization_config"] = bnb_config(spec.precision, spec.llm_int8_threshold)
     if has_cuda:
-        kwargs["device_map"] = {"": 0}
+        # One whole model per process: under a launcher each one on its own GPU.
+        kwargs["device_map"] = {"": distributed.launch().local_rank}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:

@@ -16,6 +16,12 @@ train_config.json are written to a temporary folder there and renamed into place
 never leaves a half-written adapter folder. `--resume` continues from the last checkpoint in
 `.partial/` with the same settings (optimizer, scheduler, RNG and data order restored).
 
+Several processes (`accelerate launch --multi_gpu --num_processes N train.py --use-hf ...` or
+`torchrun`): DDP through the Trainer with the transformers loader, each process on its own GPU
+(gloo on a CPU). Every process trains and evaluates; only the main one writes the folders, the
+settings and the adapter, and logs to W&B. The effective batch is batch size x grad accum x N,
+and a --resume needs the same N.
+
 Test hooks (environment variables, used by tests/test_train.py):
 - SFTEVAL_TEST_KILL_AFTER_STEP=N: SIGKILL the process right after the checkpoint of step >= N.
 - SFTEVAL_TEST_BATCH_LOG=path: append one JSON line per training micro-batch with the
@@ -38,7 +44,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from sfteval import cli, prompts, records
+from sfteval import cli, distributed, prompts, records
 from sfteval.cli import UserError, setting
 from sfteval.model import attention, loading
 from sfteval.train import data as data_mod
@@ -265,8 +271,10 @@ def plan_paths(settings: TrainSettings) -> RunPaths:
     return paths
 
 
-def check_resume_settings(settings: TrainSettings, saved: dict[str, Any]) -> None:
-    current = settings.to_dict()
+def check_resume_settings(settings: TrainSettings, saved: dict[str, Any], world_size: int) -> None:
+    # Runs from before multi-process training recorded no world size: they had one process.
+    saved = {"world_size": 1, **saved}
+    current = {**settings.to_dict(), "world_size": world_size}
     differing = [
         f"{key} ({saved.get(key)!r} before, {current[key]!r} now)"
         for key in current
@@ -439,6 +447,8 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
 
         def on_save(self, args, state, control, **kwargs):
             if state.global_step >= self.step:
+                # Several processes: only once every one has written its part of the checkpoint.
+                distributed.barrier()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -572,6 +582,10 @@ def build_trainer(
         "dataloader_pin_memory": has_cuda,
         "save_only_model": False,
         "disable_tqdm": not cli.terminal(),  # off a terminal the loss lines are printed without a bar
+        # Without it the Trainer ignores a launcher's processes on a CPU; on one process it changes nothing.
+        "use_cpu": not has_cuda,
+        # Several processes: every LoRA weight takes part in each forward pass, so DDP need not look for unused ones.
+        "ddp_find_unused_parameters": False,
     }
     throughput, hooks = make_callbacks(sync_cuda)
     notes: list[str] = []
@@ -677,10 +691,10 @@ def describe_data(stats: dict[str, Any]) -> str:
     )
 
 
-def planned_steps(settings: TrainSettings, n_train: int) -> int:
+def planned_steps(settings: TrainSettings, n_train: int, world_size: int = 1) -> int:
     if settings.max_steps:
         return settings.max_steps
-    per_epoch = math.ceil(math.ceil(n_train / settings.batch_size) / settings.grad_accum)
+    per_epoch = math.ceil(math.ceil(n_train / (settings.batch_size * world_size)) / settings.grad_accum)
     return math.ceil(per_epoch * settings.epochs)
 
 
@@ -691,12 +705,20 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
     settings.validate()
     # This machine first: a GPU-only recipe on a CPU fails before the hub dataset is fetched.
     loading.check_machine(settings.precision, settings.use_hf)
+    launch = distributed.launch()
+    if launch.several and not settings.use_hf and loading.cuda_available():
+        raise UserError("several processes train through transformers' Trainer (DDP); add --use-hf")
     paths = plan_paths(settings)
     resume_from = None
     if settings.resume:
         saved_file = paths.work / RUN_SETTINGS_FILE
         if saved_file.is_file():
-            check_resume_settings(settings, json.loads(saved_file.read_text(encoding="utf-8")))
+            check_resume_settings(settings, json.loads(saved_file.read_text(encoding="utf-8")), launch.world_size)
+    # Every process has checked the folders before the main one creates any.
+    distributed.init_process_group()
+    distributed.barrier()
+    if launch.several and not loading.cuda_available():
+        distributed.load_onto_indexed_cpu()
     # The data first: a bad dataset fails in a second, before a model is loaded.
     rows, dataset_info = data_mod.load_records(
         settings.dataset, settings.dataset_split, settings.dataset_revision, settings.limit
@@ -721,10 +743,11 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
     )
     print(describe_data(stats), file=sys.stderr)
 
-    paths.work.mkdir(parents=True, exist_ok=True)
-    settings_file = paths.work / RUN_SETTINGS_FILE
-    if not settings_file.is_file():
-        records.write_json_atomic(settings_file, settings.to_dict())
+    if launch.is_main:
+        paths.work.mkdir(parents=True, exist_ok=True)
+        settings_file = paths.work / RUN_SETTINGS_FILE
+        if not settings_file.is_file():
+            records.write_json_atomic(settings_file, {**settings.to_dict(), "world_size": launch.world_size})
     if settings.resume:
         resume_from = last_checkpoint(paths)
         if resume_from is None:
@@ -732,19 +755,22 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
 
     run_config = {
         "settings": settings.to_dict(),
-        "effective_batch": settings.effective_batch,
+        "world_size": launch.world_size,
+        "effective_batch": settings.effective_batch * launch.world_size,
         "dataset": data_mod.info_dict(dataset_info),
         "data": stats,
         "model": info,
     }
-    wandb = setup_wandb(settings, paths, run_config)
+    wandb = setup_wandb(settings, paths, run_config) if launch.is_main else None
     built = build_trainer(settings, loaded, tokenized, str(paths.checkpoints), "wandb" if wandb else "none")
     for note in ([built.optimizer_note] if built.optimizer_note else []) + built.notes:
         notice(note)
     trainer = built.trainer
     print(
-        f"training: {planned_steps(settings, stats['n_train'])} steps of {settings.batch_size} x "
-        f"{settings.grad_accum} = {settings.effective_batch} examples, lr {settings.learning_rate:g}, "
+        f"training: {planned_steps(settings, stats['n_train'], launch.world_size)} steps of {settings.batch_size} x "
+        f"{settings.grad_accum}"
+        + (f" x {launch.world_size} processes" if launch.several else "")
+        + f" = {settings.effective_batch * launch.world_size} examples, lr {settings.learning_rate:g}, "
         f"{built.optimizer}, {type(trainer).__name__}, padding-free {built.packing_used}, "
         f"gradient checkpointing {settings.gradient_checkpointing}"
         + (f"; resuming from {resume_from}" if resume_from else ""),
@@ -765,8 +791,20 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
     eval_final = None
     if tokenized.val:
         eval_final = trainer.evaluate().get("eval_loss")
+    if not launch.is_main:
+        return paths.output
     train_config = make_train_config(
-        settings, paths, built, loaded, dataset_info, stats, output, eval_final, started, recipe
+        settings,
+        paths,
+        built,
+        loaded,
+        dataset_info,
+        stats,
+        output,
+        eval_final,
+        started,
+        recipe=recipe,
+        world_size=launch.world_size,
     )
     train_config["results"]["resumed_from"] = resume_from
     save_adapter(loaded, paths, train_config)
@@ -809,6 +847,7 @@ def make_train_config(
     eval_final: float | None,
     started: float,
     recipe: dict[str, str] | None = None,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     trainer, throughput = built.trainer, built.throughput
     state = trainer.state
@@ -821,7 +860,8 @@ def make_train_config(
     for key in ("output_dir", "resume", "report_to", "wandb_project", "run_name", "keep_checkpoints"):
         hyper.pop(key)
     hyper.update(
-        effective_batch=settings.effective_batch,
+        world_size=world_size,
+        effective_batch=settings.effective_batch * world_size,
         optim_used=built.optimizer,
         optim_fallback=built.optimizer_note,
         packing_used=built.packing_used,
