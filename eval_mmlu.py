@@ -15,58 +15,49 @@ With 100 questions the 95% interval is about +-10 points: compare runs with that
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sfteval import cli
-
-DEFAULT_MODEL = "unsloth/Meta-Llama-3.1-8B"
-DEFAULT_OUTPUT_DIR = "eval_results"
-# 16 prompts of up to ~1,100 tokens fit easily next to an 8B model on one 80 GB GPU; a batch
-# that does not fit is halved and retried.
-DEFAULT_BATCH_SIZE = 16
-TEMPLATE_HELP = (
-    "prompt format: none = the plain 0-shot MMLU text, as for a base model (default; the same prompt "
-    "for every model, so base, instruct and finetuned compare directly); chat = that text as a user "
-    "message in the tokenizer's chat template; alpaca = that text as an alpaca instruction"
-)
+from sfteval.mmlu.evaluate import HUB_DATASET
+from sfteval.model.settings import ModelSettings
 
 
-def make_parser() -> argparse.ArgumentParser:
-    from sfteval.mmlu.evaluate import HUB_DATASET, TEMPLATES, TINYBENCHMARKS_PKL_ENV
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # No `auto` here: every model gets the same prompt unless asked otherwise.
-    cli.add_model_args(
-        parser, default_model=DEFAULT_MODEL, templates=TEMPLATES, default_template="none", template_help=TEMPLATE_HELP
+@dataclass
+class MmluSettings:
+    template: Literal["none", "chat", "alpaca"] = cli.setting(
+        "none",
+        "prompt format: none = the plain 0-shot MMLU text, as for a base model (the same prompt for every model, "
+        "so base, instruct and finetuned compare directly); chat = that text as a user message in the tokenizer's "
+        "chat template; alpaca = that text as an alpaca instruction",
     )
-    parser.add_argument(
-        "--data",
-        default=HUB_DATASET,
-        help="JSONL with question, subject, choices (4), answer (0-3), e.g. "
-        "../shared/data/tinymmlu/tinyMMLU_test.jsonl (default: the hub's %(default)s test split)",
+    data: str = cli.setting(
+        HUB_DATASET,
+        "JSONL with question, subject, choices (4), answer (0-3), e.g. ../shared/data/tinymmlu/tinyMMLU_test.jsonl "
+        "(default: the hub's test split)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=cli.positive_int,
-        default=DEFAULT_BATCH_SIZE,
-        help="prompts per forward pass (default: %(default)s)",
-    )
-    parser.add_argument("--limit", type=cli.positive_int, help="score only the first N questions (a quick check)")
-    parser.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="where the results file goes (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--irt-params",
+    # 16 prompts of up to ~1,100 tokens fit next to an 8B model; a batch that does not fit is halved and retried.
+    batch_size: int = cli.setting(16, "prompts per forward pass")
+    limit: int | None = cli.setting(None, "score only the first N questions (a quick check)", metavar="N")
+    output_dir: str = cli.setting("eval_results", "where the results file goes")
+    irt_params: str | None = cli.setting(
+        None,
+        "tinyBenchmarks.pkl for the IRT estimates (also $SFTEVAL_TINYBENCHMARKS_PKL); used only if its sha256 "
+        "checks out",
         metavar="FILE",
-        help=f"tinyBenchmarks.pkl for the IRT estimates (also ${TINYBENCHMARKS_PKL_ENV}); used only if its sha256 checks out",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
+    progress: bool = cli.setting(True, "progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise cli.UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def output_name(model: str, adapter: str | None, precision: str, stamp: str) -> str:
@@ -76,20 +67,13 @@ def output_name(model: str, adapter: str | None, precision: str, stamp: str) -> 
     return "_".join(parts) + ".json"
 
 
-def peak_gpu_memory_gb() -> float | None:
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return None
-    return round(torch.cuda.max_memory_allocated() / 1e9, 3)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    model_settings, args = cli.parse_settings([ModelSettings, MmluSettings], argv, __doc__)
     from sfteval import prompts, records
     from sfteval.mmlu import evaluate as mmlu
     from sfteval.model import loading
 
-    loading.check_machine(args.precision, args.use_hf)  # before the hub dataset is fetched
+    loading.check_machine(model_settings.precision, model_settings.use_hf)  # before the hub dataset is fetched
     items, data = mmlu.load_items(args.data)  # a bad file or output folder fails here, before any model loads
     records.check_writable_folder(args.output_dir, "--output-dir")
     # n_items: the questions scored; sha256 and is_tinymmlu_test describe the whole source
@@ -99,9 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["n_items"] = len(items)
     # unsloth returns empty logits unless told otherwise; this scorer needs them
     os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
-    model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
     loaded = loading.load_model(
-        loading.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
+        loading.ModelSpec(
+            model=model_settings.model_to_load,
+            precision=model_settings.precision,
+            use_hf=model_settings.use_hf,
+            lora=model_settings.adapter,
+        )
     )
     template = prompts.resolve_template(args.template, loaded.tokenizer)
     info = loaded.info
@@ -118,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     scores, scoring = mmlu.score_items(
-        loaded.model, loaded.tokenizer, items, template, args.batch_size, progress=not args.no_progress
+        loaded.model, loaded.tokenizer, items, template, args.batch_size, progress=args.progress
     )
     wall = time.perf_counter() - started
     summary = mmlu.summarize(scores)
@@ -127,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     metadata = records.run_metadata(
         model=info["model"],
-        adapter=args.lora,
+        adapter=model_settings.adapter,
         adapter_train_config=loaded.adapter_train_config,
         precision=info["precision"],
         weights_dtype=info["weights_dtype"],
@@ -140,11 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=info,
         wall_seconds=round(wall, 3),
         items_per_second=round(len(scores) / wall, 3) if wall > 0 else None,
-        peak_gpu_memory_gb=peak_gpu_memory_gb(),
+        peak_gpu_memory_gb=records.peak_gpu_memory_gb(),
         irt_parameters=irt_parameters,
     )
     result = records.envelope("tinymmlu_results", metadata, summary=summary, items=[s.to_dict() for s in scores])
-    name = output_name(info["model"], args.lora, info["precision"], records.timestamp())
+    name = output_name(info["model"], model_settings.adapter, info["precision"], records.timestamp())
     path = records.write_json_atomic(records.unique_path(Path(args.output_dir) / name), result)
     print_summary(summary, metadata, path)
     return 0

@@ -7,29 +7,36 @@ python inference.py --model path/to/model.gguf --use-hf --precision bf16 --promp
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from sfteval import cli
+from sfteval.model.settings import ModelSettings
 
-DEFAULT_MODEL = "unsloth/Meta-Llama-3.1-8B"
+
+@dataclass
+class ChatModelSettings(ModelSettings):
+    precision: Literal["bf16", "8bit", "4bit", "fp32"] = cli.setting(
+        "4bit", "weights precision (4bit by default: talking needs the least memory, not reference numbers)"
+    )
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_model_args(parser, default_model=DEFAULT_MODEL)
-    parser.set_defaults(precision="4bit")
-    parser.add_argument("--prompt", help="answer this one prompt and exit; without it, an interactive loop")
-    parser.add_argument("--input", default="", help="optional alpaca `input` field for the prompt")
-    parser.add_argument("--max-new-tokens", type=cli.positive_int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling, used only with --temperature > 0")
-    return parser
+@dataclass
+class ChatSettings:
+    template: Literal["auto", "chat", "alpaca", "none"] = cli.setting(
+        "auto", "prompt format: auto = the adapter's training template, else the tokenizer's chat template, else none"
+    )
+    prompt: str | None = cli.setting(None, "answer this one prompt and exit; without it, an interactive loop")
+    input: str = cli.setting("", "optional alpaca `input` field for the prompt")
+    max_new_tokens: int = cli.setting(512, "new tokens at most per answer")
+    temperature: float = cli.setting(0.0, "0 = greedy")
+    top_p: float = cli.setting(0.9, "nucleus sampling, used only with --temperature above 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    model_settings, args = cli.parse_settings([ChatModelSettings, ChatSettings], argv, __doc__)
     from sfteval import prompts
     from sfteval.model import generation, loading
 
@@ -37,9 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = generation.GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
-    model_name = None if (args.lora and args.model == DEFAULT_MODEL) else args.model
     loaded = loading.load_model(
-        loading.ModelSpec(model=model_name, precision=args.precision, use_hf=args.use_hf, lora=args.lora)
+        loading.ModelSpec(
+            model=model_settings.model_to_load,
+            precision=model_settings.precision,
+            use_hf=model_settings.use_hf,
+            lora=model_settings.adapter,
+        )
     )
     adapter_template = (loaded.adapter_train_config or {}).get("template")
     template = prompts.resolve_template(args.template, loaded.tokenizer, adapter_template)

@@ -11,7 +11,6 @@ from typing import Any
 
 # fp32 is for CPU reference runs: bf16 batched generation is not bit-identical to one-by-one.
 PRECISIONS = ("bf16", "8bit", "4bit", "fp32")
-TEMPLATES = ("auto", "chat", "alpaca", "none")
 
 
 # What to install when a package is missing: the scoring laptop's set, or the GPU stack.
@@ -95,37 +94,6 @@ positive_int = bounded(int, 1)
 non_negative_int = bounded(int, 0)
 positive_float = bounded(float, 0, strict=True)
 non_negative_float = bounded(float, 0)
-
-
-def add_model_args(
-    parser: argparse.ArgumentParser,
-    default_model: str | None = None,
-    templates: Sequence[str] = TEMPLATES,
-    default_template: str = "auto",
-    template_help: str = "prompt format: auto = the adapter's training template, else the tokenizer's chat template, else none",
-) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model",
-        default=default_model,
-        help="hub name (e.g. unsloth/Meta-Llama-3.1-8B), local folder, or .gguf file"
-        + ("" if default_model is None else f" (default: {default_model}; with --lora, the adapter's base)"),
-    )
-    group.add_argument("--lora", metavar="DIR", help="LoRA adapter folder written by train.py (or any PEFT adapter)")
-    group.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="bf16",
-        help="weights precision (default: %(default)s). Measuring defaults to bf16, the reference weights; "
-        "train.py and inference.py default to 4bit, the seed recipe's QLoRA. Measure an adapter at the precision "
-        "it was trained at to see it as trained",
-    )
-    group.add_argument(
-        "--use-hf",
-        action="store_true",
-        help="load with transformers (+ bitsandbytes) instead of unsloth; always the case on a CPU",
-    )
-    group.add_argument("--template", choices=templates, default=default_template, help=template_help)
 
 
 def setting(default: Any, help: str, **argparse_options: Any) -> Any:

@@ -258,6 +258,14 @@ def git_commit() -> str | None:
         return None
 
 
+def peak_gpu_memory_gb() -> float | None:
+    """The CUDA allocator's peak in GB, only when torch is already in use (None on a CPU)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e9, 3)
+
+
 def gpu_info() -> dict[str, Any] | None:
     """Name and peak memory of the CUDA device, only when torch is already in use."""
     torch = sys.modules.get("torch")
@@ -266,7 +274,7 @@ def gpu_info() -> dict[str, Any] | None:
     return {
         "name": torch.cuda.get_device_name(0),
         "count": torch.cuda.device_count(),
-        "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
+        "peak_memory_gb": peak_gpu_memory_gb(),
         "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
     }
 

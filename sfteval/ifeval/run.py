@@ -575,13 +575,6 @@ def speed_options(config: RunConfig, speed: SpeedPlan, longest_prompt: int) -> d
     return options
 
 
-def peak_gpu_gb() -> float | None:
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return None
-    return round(torch.cuda.max_memory_allocated() / 1e9, 3)
-
-
 def was_compiled(model: Any) -> bool:
     """Whether transformers compiled the decode step (it silently skips models it deems not compileable)."""
     from sfteval.model import loading
@@ -1022,7 +1015,7 @@ def generate_pending(
                     "new_tokens": tokens,
                     "padding_side_reset": bool(reset),
                     "compiled": was_compiled(ready.model) if ready.speed.compile else False,
-                    "peak_gpu_memory_gb": peak_gpu_gb(),
+                    "peak_gpu_memory_gb": records.peak_gpu_memory_gb(),
                 }
                 side.append([*kept, {"batch": batch_record}])
                 bar.update(len(kept))
