@@ -1,14 +1,17 @@
-"""Generation speed on the exact Llama-3.1-8B shape with random weights, every answer forced to
-full length (min_new_tokens = max_new_tokens: the worst case, which a base model that never
-says EOS really hits), through the same load and generate code as eval_generate.py.
+"""A PROJECTION of generation speed, not a measurement of eval_generate.py (bench/cli_bench.py
+times the real command): a synthetic decode loop on the exact Llama-3.1-8B shape with random
+weights, every answer forced to full length (min_new_tokens = max_new_tokens: the worst case,
+which a base model that never says EOS really hits), through the same load and generate code as
+eval_generate.py; it times sampled steps of one batch and projects the 541-prompt run from them.
+Use it to compare loaders, precisions and decode knobs against each other.
 
-One H100 (each command is meant to fit one 10-minute call; the random model is built once in
-/tmp/sfteval_bench_8b and reused while the machine stays up; --worker-timeout stops a slow run):
+On a GPU (the random model is built once in /tmp/sfteval_bench_8b and reused; --worker-timeout
+stops a slow run):
   python bench/generate_throughput.py --runs hf-bf16 hf-bf16-compile --batch-sizes 64 256 --worker-timeout 300
   python bench/generate_throughput.py --runs hf-4bit hf-8bit-t6 hf-8bit-t0 --batch-sizes 256 --worker-timeout 170
   python bench/generate_throughput.py --runs unsloth-bf16 unsloth-4bit --batch-sizes 256 --worker-timeout 200
   python bench/generate_throughput.py --runs hf-bf16 --batch-sizes 256 --sample-steps 0   # time all 1280 steps
-  python bench/generate_throughput.py --runs all --batch-sizes 256                        # every figure, ~15 min
+  python bench/generate_throughput.py --runs all --batch-sizes 256                        # every figure
   python bench/generate_throughput.py --runs hf-bf16 hf-bf16-gqa --batch-sizes 256 --ragged  # IFEval-like padding
 CPU check of the machinery:
   python bench/generate_throughput.py --shape tiny --runs hf-bf16 hf-fp32 --batch-sizes 4 --new-tokens 16 --sample-steps 4

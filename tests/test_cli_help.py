@@ -22,6 +22,7 @@ SCRIPTS = [
     "bench/train_throughput.py",
     "bench/generate_throughput.py",
     "bench/score_speed.py",
+    "bench/cli_bench.py",
 ]
 
 
@@ -50,3 +51,31 @@ def test_run_pipeline_needs_no_smoke_flag_for_its_only_mode():
     run_pipeline = load_script(ROOT / "run_pipeline.py", "run_pipeline")
     plain, flagged = (run_pipeline.make_parser().parse_args(argv) for argv in ([], ["--smoke"]))
     assert {**vars(plain), "smoke": True} == vars(flagged)
+
+
+def settings_classes():
+    import eval_mmlu
+    import inference
+    import train
+    from sfteval.ifeval.run import RunConfig
+    from sfteval.model.settings import ModelSettings
+    from sfteval.train.trainer import TrainSettings
+
+    return [TrainSettings, train.TrainCommand, RunConfig, ModelSettings, eval_mmlu.MmluSettings, inference.ChatSettings]
+
+
+def test_every_generated_option_has_help():
+    import dataclasses
+
+    for dtype in settings_classes():
+        for field in dataclasses.fields(dtype):
+            assert field.metadata.get("help", "").strip(), f"{dtype.__name__}.{field.name} has no help text"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_names_no_hardware_timing(script):
+    import re
+
+    done, _ = help_probe(script, ())
+    timing = re.search(r"\b(H100|H200|A100)\b.*\d|\d[\d,.]* ?(tokens/s|min\b|ms/step)", done.stdout)
+    assert timing is None, f"{script} --help names a measured figure: {timing.group(0)!r}"
