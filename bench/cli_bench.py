@@ -41,7 +41,8 @@ LOG_TAIL_LINES = 15
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", action="append", required=True, metavar="COMMAND", help="one command line; repeat")
+    parser.add_argument("--run", action="append", default=[], metavar="COMMAND", help="one command line; repeat")
+    parser.add_argument("--table", action="store_true", help="print --out's records as a markdown table and exit")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json", help="(default: %(default)s)"
     )
@@ -127,8 +128,28 @@ def run_one(command: str, timeout: int) -> dict[str, Any]:
     }
 
 
+def markdown_table(kept: list[dict[str, Any]]) -> str:
+    lines = [
+        "| command | GPU | prompts / tokens | process s | tokens/s (own work) | tokens/s (process) | peak GB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in kept:
+        gpu = (r.get("gpu") or {}).get("name", "CPU")
+        work = r.get("n_prompts") or r.get("tokens")
+        lines.append(
+            f"| `{r['script']} {' '.join(r['args'])}` | {gpu} | {work} | {r['process_seconds']} | "
+            f"{r.get('tokens_per_second')} | {r.get('process_tokens_per_second')} | {r.get('peak_gpu_memory_gb')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.out.read_text(encoding="utf-8"))))
+        return 0
+    if not args.run:
+        raise cli.UserError("give at least one --run COMMAND (or --table)")
     commands = [(text, *split_command(text)) for text in args.run]  # every command checked before the first runs
     kept = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else []
     for text, _script, _args in commands:
