@@ -1,6 +1,11 @@
 """Answer measures (sfteval.ifeval.answers): the loop and echo rules on hand-made strings and
-on real answers of the Gemma-3-270M runs in docs/runs, and the `answers` block that eval_score.py
-and compare_ifeval.py write."""
+on real answers of the Gemma-3-270M runs, and the `answers` block that eval_score.py and
+compare_ifeval.py write.
+
+The real answers are fixtures cut by tools/cut_test_fixtures.py from branch `runs` (see
+tests/fixtures/README.md): the base and LoRA bf16 runs on the first 36 prompts of the prompt set
+plus the 4 prompts the LoRA run echoes, with n_prompts and stop_reasons recomputed for those rows,
+and the base run's old scores file (no stop reasons) on the same prompts."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from sfteval import cli, records
 from sfteval.ifeval import answers, compare, scoring
 from tests.conftest import ROOT
 
-GEMMA_RESPONSES = ROOT / "docs" / "runs" / "gemma_2026-11-27" / "eval_responses"
+GEMMA_RESPONSES = ROOT / "tests" / "fixtures" / "gemma_2026-11-27" / "eval_responses"
 BASE_BF16 = GEMMA_RESPONSES / "gemma3-270m_base_hf_bf16.json.gz"
 ADAPTER_BF16 = GEMMA_RESPONSES / "gemma3-270m_alpaca5k_hf_bf16.json.gz"
 
@@ -78,8 +83,12 @@ def test_token_distribution_uses_nearest_rank():
 def test_real_loops_repeat_and_real_stops_are_never_loops():
     for path in (BASE_BF16, ADAPTER_BF16):
         rows = real_responses(path)["responses"]
+        seen = {"eos": 0, "loop": 0, "echo": 0}
         for row in rows:
             flags = answers.answer_flags(row)
+            seen["eos"] += row["stop_reason"] == "eos"
+            seen["loop"] += bool(flags["loop"])
+            seen["echo"] += flags["echo"]
             if row["stop_reason"] == "eos":
                 assert flags["loop"] is False
             if flags["loop"]:
@@ -90,6 +99,7 @@ def test_real_loops_repeat_and_real_stops_are_never_loops():
             if flags["echo"]:
                 head = answers.normalized(row["prompt"])[:20]
                 assert head in answers.normalized(row["response"])
+        assert all(seen.values()), f"{path.name} no longer holds real stops, loops and echoes: {seen}"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
 """The letter histogram and constant-letter baseline, on hand-made items and on the real
-Gemma-3-270M tinyMMLU files in docs/runs (written before these fields existed)."""
+Gemma-3-270M tinyMMLU files (written before these fields existed). Those are fixtures cut by
+tools/cut_test_fixtures.py from branch `runs` (tests/fixtures/README.md): all 100 items of each
+run, with only idx, answer, prediction and correct."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from sfteval.mmlu import compare
 from sfteval.mmlu.letters import letter_analysis, letter_line
 from tests.conftest import ROOT
 
-GEMMA_RESULTS = ROOT / "docs" / "runs" / "gemma_2026-11-27" / "eval_results"
+GEMMA_RESULTS = ROOT / "tests" / "fixtures" / "gemma_2026-11-27" / "eval_results"
 
 
 def items(answers, predictions):
@@ -28,7 +30,7 @@ def test_histograms_and_the_best_constant_letter():
     assert "always answering D scores 57.1%" in letter_line(result)
 
 
-@pytest.mark.parametrize("path", sorted(GEMMA_RESULTS.glob("*_tinymmlu_*.json")), ids=lambda p: p.name[-30:])
+@pytest.mark.parametrize("path", sorted(GEMMA_RESULTS.glob("*_tinymmlu_*.json.gz")), ids=lambda p: p.name[-30:])
 def test_real_files_the_baseline_is_what_a_constant_answer_scores(path):
     doc = records.read_json(path)
     result = letter_analysis(doc["items"])

@@ -440,7 +440,10 @@ def test_cpu_runs_get_no_empty_gpu_memory_panel(results_root, tmp_path):
 def test_results_md_shows_loops_and_clean_accuracy_of_a_real_run(tmp_path):
     from sfteval.ifeval import scoring
 
-    source = ROOT / "docs" / "runs" / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_alpaca5k_hf_bf16.json.gz"
+    # 40 real LoRA answers cut from branch `runs` (tests/fixtures/README.md), loops and clean ones among them.
+    source = (
+        ROOT / "tests" / "fixtures" / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_alpaca5k_hf_bf16.json.gz"
+    )
     scored = scoring.score_file(source)
     path = records.write_json_atomic(tmp_path / "run.scores.json", scored)
     text = report.results_markdown(report.build_rows([report.read_result_file(path, ["ifeval_scores"])]))
