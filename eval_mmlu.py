@@ -83,14 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["n_items"] = len(items)
     # unsloth returns empty logits unless told otherwise; this scorer needs them
     os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
-    loaded = loading.load_model(
-        loading.ModelSpec(
-            model=model_settings.model_to_load,
-            precision=model_settings.precision,
-            use_hf=model_settings.use_hf,
-            lora=model_settings.adapter,
-        )
-    )
+    loaded = loading.load_model(model_settings.spec())
     template = prompts.resolve_template(args.template, loaded.tokenizer)
     info = loaded.info
     adapter_template = (loaded.adapter_train_config or {}).get("template")

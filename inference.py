@@ -44,14 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = generation.GenerationSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
-    loaded = loading.load_model(
-        loading.ModelSpec(
-            model=model_settings.model_to_load,
-            precision=model_settings.precision,
-            use_hf=model_settings.use_hf,
-            lora=model_settings.adapter,
-        )
-    )
+    loaded = loading.load_model(model_settings.spec())
     adapter_template = (loaded.adapter_train_config or {}).get("template")
     template = prompts.resolve_template(args.template, loaded.tokenizer, adapter_template)
     stop_ids = generation.stop_token_ids(loaded.tokenizer, loaded.model, template)

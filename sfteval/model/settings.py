@@ -28,3 +28,11 @@ class ModelSettings:
     def model_to_load(self) -> str | None:
         """None with an adapter and no --model: the loader takes the adapter's recorded base."""
         return self.model if self.model or self.adapter else DEFAULT_MODEL
+
+    def spec(self):
+        """What sfteval.model.loading.load_model takes (imported here, so --help stays light)."""
+        from sfteval.model import loading
+
+        return loading.ModelSpec(
+            model=self.model_to_load, precision=self.precision, use_hf=self.use_hf, lora=self.adapter
+        )
