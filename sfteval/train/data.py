@@ -15,7 +15,6 @@ Either way the count is reported and recorded in train_config.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -355,11 +354,6 @@ def to_dataset(examples: Sequence[dict[str, list[int]]]) -> Any:
     return Dataset.from_dict(
         {"input_ids": [ex["input_ids"] for ex in examples], "labels": [ex["labels"] for ex in examples]}
     )
-
-
-def fingerprint(ids: Sequence[int]) -> str:
-    """A short stable id of one example's tokens (used by the batch log of the resume test)."""
-    return hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()[:12]
 
 
 def info_dict(info: DatasetInfo) -> dict[str, Any]:

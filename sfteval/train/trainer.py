@@ -21,11 +21,6 @@ Several processes (`accelerate launch --multi_gpu --num_processes N train.py --u
 (gloo on a CPU). Every process trains and evaluates; only the main one writes the folders, the
 settings and the adapter, and logs to W&B. The effective batch is batch size x grad accum x N,
 and a --resume needs the same N.
-
-Test hooks (environment variables, used by tests/test_train.py):
-- SFTEVAL_TEST_KILL_AFTER_STEP=N: SIGKILL the process right after the checkpoint of step >= N.
-- SFTEVAL_TEST_BATCH_LOG=path: append one JSON line per training micro-batch with the
-  fingerprints of its examples (to check that a resumed run repeats no data).
 """
 
 from __future__ import annotations
@@ -37,7 +32,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -373,8 +367,8 @@ def notice(message: str) -> None:
 # ---------------------------------------------------------------- callbacks
 
 
-def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
-    """(throughput callback, test-hook callbacks). Imports transformers, so call after the model loads."""
+def make_throughput_callback(sync_cuda: bool = False) -> Any:
+    """The throughput callback. Imports transformers, so call after the model loads."""
     from transformers import TrainerCallback
 
     class Throughput(TrainerCallback):
@@ -441,23 +435,7 @@ def make_callbacks(sync_cuda: bool = False) -> tuple[Any, list[Any]]:
             (s0, t0, k0), (s1, t1, k1) = marks[0], marks[-1]
             return {"steps": s1 - s0, "seconds": t1 - t0, "tokens": k1 - k0, "tokens_per_second": (k1 - k0) / (t1 - t0)}
 
-    class KillAfterCheckpoint(TrainerCallback):
-        def __init__(self, step: int) -> None:
-            self.step = step
-
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step >= self.step:
-                # Several processes: only once every one has written its part of the checkpoint.
-                distributed.barrier()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    hooks = []
-    kill_step = os.environ.get("SFTEVAL_TEST_KILL_AFTER_STEP")
-    if kill_step:
-        hooks.append(KillAfterCheckpoint(int(kill_step)))
-    return Throughput(), hooks
+    return Throughput()
 
 
 def gpu_memory() -> dict[str, float] | None:
@@ -469,32 +447,6 @@ def gpu_memory() -> dict[str, float] | None:
         "peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 3),
         "peak_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 3),
     }
-
-
-def install_batch_log(model: Any, path: str) -> None:
-    """Test hook: record which examples each training micro-batch holds."""
-
-    def hook(module, args, kwargs):
-        if not module.training:
-            return None
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            return None
-        rows = []
-        if "position_ids" in kwargs and kwargs.get("attention_mask") is None and ids.shape[0] == 1:
-            flat, pos = ids[0].tolist(), kwargs["position_ids"][0].tolist()
-            starts = [i for i, p in enumerate(pos) if p == 0] + [len(flat)]
-            rows = [flat[a:b] for a, b in zip(starts, starts[1:])]
-        else:
-            mask = kwargs.get("attention_mask")
-            for r in range(ids.shape[0]):
-                row = ids[r] if mask is None else ids[r][mask[r].bool()]
-                rows.append(row.tolist())
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps([data_mod.fingerprint(row) for row in rows]) + "\n")
-        return None
-
-    model.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 # ---------------------------------------------------------------- trainer
@@ -587,7 +539,7 @@ def build_trainer(
         # Several processes: every LoRA weight takes part in each forward pass, so DDP need not look for unused ones.
         "ddp_find_unused_parameters": False,
     }
-    throughput, hooks = make_callbacks(sync_cuda)
+    throughput = make_throughput_callback(sync_cuda)
     notes: list[str] = []
     if settings.token_budget:
         if loaded.info["loader"] == "unsloth":
@@ -612,7 +564,6 @@ def build_trainer(
             train_dataset=train_ds,
             eval_dataset=val_ds,
             processing_class=loaded.tokenizer,
-            callbacks=hooks,
         )
         backend = "trl"
     else:
@@ -630,14 +581,10 @@ def build_trainer(
             eval_dataset=val_ds,
             data_collator=collator,
             processing_class=loaded.tokenizer,
-            callbacks=hooks,
         )
         backend = "transformers"
     # First, so the numbers it adds to each log entry reach W&B and the console.
     trainer.callback_handler.callbacks.insert(0, throughput)
-    batch_log = os.environ.get("SFTEVAL_TEST_BATCH_LOG")
-    if batch_log:
-        install_batch_log(loaded.model, batch_log)
     return BuiltTrainer(trainer, throughput, backend, optim, optim_note, settings.packing, notes)
 
 

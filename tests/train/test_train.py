@@ -19,10 +19,12 @@ from sfteval.train import data
 ROOT = Path(__file__).resolve().parents[2]
 ALPACA_FILE = "alpaca_cleaned/alpaca_data_cleaned_first5000.json"
 CPU = ["--use-hf", "--precision", "fp32", "--no-gradient-checkpointing", "--report-to", "none"]
+# train.py with the kill and batch-log hooks of the resume tests added from the test side.
+HOOKED_TRAIN = "tests/train/train_with_hooks.py"
 
 
 def script_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SFTEVAL_TEST_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.update(extra)
     return env
@@ -244,8 +246,11 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     # 1. Uninterrupted, reporting to W&B with no login: a notice, then an offline run.
     home = tmp_path / "home"
     home.mkdir()
-    env = script_env(HOME=str(home), WANDB_DIR=str(tmp_path), SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "full.jsonl"))
-    full = run_script("train.py", *common, "--report-to", "wandb", "--output-dir", str(tmp_path / "full"), env=env)
+    env = script_env(HOME=str(home), WANDB_DIR=str(tmp_path))
+    full = run_script(
+        HOOKED_TRAIN, "--batch-log", str(tmp_path / "full.jsonl"),
+        *common, "--report-to", "wandb", "--output-dir", str(tmp_path / "full"), env=env,
+    )  # fmt: skip
     assert full.returncode == 0, full.stderr
     assert "notice: no W&B login found" in full.stderr
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -258,8 +263,10 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
 
     # 2. The same run, SIGKILLed right after its step-4 checkpoint.
     killed_dir = tmp_path / "resumed"
-    env = script_env(SFTEVAL_TEST_KILL_AFTER_STEP="3", SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part1.jsonl"))
-    killed = run_script("train.py", *common, "--report-to", "none", "--output-dir", str(killed_dir), env=env)
+    killed = run_script(
+        HOOKED_TRAIN, "--kill-after-step", "3", "--batch-log", str(tmp_path / "part1.jsonl"),
+        *common, "--report-to", "none", "--output-dir", str(killed_dir),
+    )  # fmt: skip
     assert killed.returncode == -9, killed.stderr
     partial = tmp_path / "resumed.partial"
     assert not killed_dir.exists() and (partial / "checkpoints" / "checkpoint-4").is_dir()
@@ -270,13 +277,13 @@ def test_resume_after_a_kill_continues_where_it_stopped(tmp_path, tiny_llama_dir
     (torn / "README.md").write_text("---\nlibrary_name: peft\n---\n")
 
     # 3. --resume refuses changed settings, then skips the torn checkpoint and continues from step 4.
-    env = script_env(SFTEVAL_TEST_BATCH_LOG=str(tmp_path / "part2.jsonl"))
     changed = [*common[:-6], "--lr", "5e-4", *common[-4:]]
     refused = run_script("train.py", *changed, "--report-to", "none", "--output-dir", str(killed_dir), "--resume")
     assert refused.returncode == 2 and "learning_rate" in refused.stderr
     resumed = run_script(
-        "train.py", *common, "--report-to", "none", "--output-dir", str(killed_dir), "--resume", env=env
-    )
+        HOOKED_TRAIN, "--batch-log", str(tmp_path / "part2.jsonl"),
+        *common, "--report-to", "none", "--output-dir", str(killed_dir), "--resume",
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "checkpoint-4" in resumed.stderr
     assert "checkpoint-6 is incomplete" in resumed.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_train import ALPACA_FILE, ROOT, script_env
+from tests.train.test_train import ALPACA_FILE, HOOKED_TRAIN, ROOT, script_env
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +27,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_train(*args: str, env: dict[str, str], processes: int = 2) -> subprocess.CompletedProcess:
+def launch_train(
+    *args: str, env: dict[str, str], processes: int = 2, script: str = "train.py"
+) -> subprocess.CompletedProcess:
     # --multi_gpu is accelerate's multi-process (torchrun) launcher; without GPUs it runs CPU processes.
     command = [
         str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(ROOT / "train.py"), *args,
+        str(ROOT / script), *args,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
@@ -67,8 +69,8 @@ def test_two_processes_train_save_once_log_once_and_resume(tiny_llama_dir, share
     # Killed right after the step-2 checkpoint, then resumed by two processes again.
     killed_dir = tmp_path / "resumed"
     killed = launch_train(
-        *common, "--report-to", "none", "--output-dir", str(killed_dir),
-        env=script_env(SFTEVAL_TEST_KILL_AFTER_STEP="2", OMP_NUM_THREADS="1"),
+        "--kill-after-step", "2", *common, "--report-to", "none", "--output-dir", str(killed_dir),
+        env=script_env(OMP_NUM_THREADS="1"), script=HOOKED_TRAIN,
     )  # fmt: skip
     assert killed.returncode != 0 and not killed_dir.exists()
     assert (tmp_path / "resumed.partial" / "checkpoints" / "checkpoint-2").is_dir()
