@@ -107,5 +107,5 @@ def test_resume_skips_a_checkpoint_cut_short(tmp_path):
         folder = paths.checkpoints / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         if complete:
-            (folder / "trainer_state.json").write_text("{}")
+            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     assert trainer.last_checkpoint(paths) == str(paths.checkpoints / "checkpoint-10")
