@@ -34,6 +34,7 @@ def load_script(path: Path, name: str):
     """A top-level script or bench file imported as a module (they are not in a package)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and HfArgumentParser look their module up by name
     spec.loader.exec_module(module)
     return module
 

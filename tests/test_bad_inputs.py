@@ -493,11 +493,20 @@ CASES = [
     ),
     case(
         "train-model-empty-folder",
-        ("train.py", "--model", "{tmp}/m", "--dataset", "{tmp}/d.json"),
+        ("train.py", "--model", "{tmp}/m", "--use-hf", "--precision", "fp32", "--dataset", "{tmp}/d.json"),
         "config.json",
         {**ALPACA, "m": DIR},
     ),
     # ---------------------------------------------------------------- inference.py
+    # ---------------------------------------------------------------- export.py, merge_shards.py
+    case("export-adapter-missing", ("export.py", "--lora", "{tmp}/none", "--output-dir", "{tmp}/x"), "does not exist"),
+    case("merge-shard-missing", ("merge_shards.py", "{tmp}/r.shard0of2.json"), "does not exist"),
+    case(
+        "merge-not-responses",
+        ("merge_shards.py", "{tmp}/r.shard0of2.json"),
+        "is not an ifeval_responses file",
+        {"r.shard0of2.json": "{}"},
+    ),  # fmt: skip
     case("infer-adapter-missing", (*INFER, "--lora", "{tmp}/none", "--prompt", "hi"), "does not exist"),
     case(
         "infer-empty-adapter", (*INFER, "--lora", "{tmp}/lora", "--prompt", "hi"), "adapter_config.json", {"lora": DIR}
@@ -556,7 +565,6 @@ CASES = [
     # ---------------------------------------------------------------- run_pipeline.py
     case("pipeline-records-zero", ("run_pipeline.py", "--smoke", "--records", "0"), "--records"),
     case("pipeline-steps-negative", ("run_pipeline.py", "--smoke", "--steps", "-1"), "--steps"),
-    case("pipeline-no-smoke", ("run_pipeline.py",), "--smoke"),
     case(
         "pipeline-out-not-empty",
         ("run_pipeline.py", "--smoke", "--out", "{tmp}/run"),

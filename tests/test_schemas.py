@@ -57,7 +57,7 @@ def responses_doc(prompt_set, count=None):
     [
         (lambda items: items[0].update(correct="false"), "items.0.correct: Input should be a valid boolean"),
         (lambda items: items[1].pop("idx"), "items.1.idx: Field required"),
-        (lambda items: items.clear(), "items: List should have at least 1 item"),
+        (lambda items: items.clear(), "holds no items"),
         (lambda items: items[2].update(idx=0), "a question (idx) appears twice"),
     ],
 )

@@ -134,7 +134,7 @@ def test_output_folders_are_never_overwritten(tmp_path, capsys, shared_data):
     code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "half"))
     assert code == 2 and "pass --resume" in err
     (tmp_path / "notes").write_text("mine\n")
-    code, err = run_main(capsys, "--dataset", dataset, "--output-dir", str(tmp_path / "notes" / "lora"))
+    code, err = run_main(capsys, *CPU, "--dataset", dataset, "--output-dir", str(tmp_path / "notes" / "lora"))
     assert code == 2 and len(error_lines(err)) == 1 and "is a file, not a folder" in err
 
 
