@@ -58,10 +58,19 @@ def settings_classes():
     import inference
     import train
     from sfteval.ifeval.run import RunConfig
+    from sfteval.model.export import ExportSettings
     from sfteval.model.settings import ModelSettings
     from sfteval.train.trainer import TrainSettings
 
-    return [TrainSettings, train.TrainCommand, RunConfig, ModelSettings, eval_mmlu.MmluSettings, inference.ChatSettings]
+    return [
+        TrainSettings,
+        train.TrainCommand,
+        RunConfig,
+        ModelSettings,
+        eval_mmlu.MmluSettings,
+        inference.ChatSettings,
+        ExportSettings,
+    ]
 
 
 def test_every_generated_option_has_help():

@@ -19,10 +19,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sfteval import prompts, records
-from sfteval.cli import UserError
+from sfteval.cli import UserError, setting
 from sfteval.model import loading
 
 EXPORT_KIND = "merged_model_export"
@@ -44,14 +44,27 @@ CHECK_INSTRUCTIONS = (
 
 @dataclass
 class ExportSettings:
-    lora: str
-    output_dir: str | None = None  # None: <lora>_merged next to the adapter
-    model: str | None = None  # None: the adapter's recorded base model
-    precision: str = "bf16"
-    ifeval_scores: str | None = None  # an ifeval_scores file (eval_score.py) for the model card
-    tinymmlu: str | None = None  # a tinymmlu_results file (eval_mmlu.py) for the model card
-    push_to_hub: str | None = None  # a hub repo id, e.g. user/llama-3.1-8b-alpaca
-    private: bool = False
+    """export.py's options are generated from these fields (sfteval.cli.parse_settings)."""
+
+    lora: str = setting(None, "adapter folder written by train.py", metavar="DIR")
+    output_dir: str | None = setting(None, "merged model folder, must not exist (default: <lora>_merged)",
+                                     metavar="DIR")  # fmt: skip
+    model: str | None = setting(None, "base model (default: the adapter's recorded base model)")
+    precision: Literal["bf16", "fp32"] = setting(
+        "bf16", "weights of the merged model; a quantized base cannot take the merge"
+    )
+    ifeval_scores: str | None = setting(None, "eval_score.py's scores file, for the model card", metavar="FILE")
+    tinymmlu: str | None = setting(None, "eval_mmlu.py's results file, for the model card", metavar="FILE")
+    push_to_hub: str | None = setting(
+        None, "upload the folder to this hub repo (user/name) with your hub login", metavar="REPO"
+    )
+    private: bool = setting(False, "with --push-to-hub: create the repo as private")
+
+    def __post_init__(self) -> None:
+        if not self.lora:
+            raise UserError("--lora DIR is required: the adapter folder written by train.py")
+        if self.private and not self.push_to_hub:
+            raise UserError("--private needs --push-to-hub REPO")
 
 
 @dataclass
