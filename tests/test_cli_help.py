@@ -23,6 +23,7 @@ SCRIPTS = [
     "bench/generate_throughput.py",
     "bench/score_speed.py",
     "bench/cli_bench.py",
+    "bench/study_report.py",
 ]
 
 
