@@ -23,7 +23,7 @@ if [[ ! -f "$DATA" ]]; then
     exit 2
 fi
 if [[ -z "${MODEL:-}" ]]; then
-    MODEL=$("$PY" -c "from sfteval import modeling, testmodels; print(modeling.materialize_gguf(testmodels.smollm2_gguf()))")
+    MODEL=$("$PY" -c "from sfteval import testmodels; from sfteval.model import loading; print(loading.materialize_gguf(testmodels.smollm2_gguf()))")
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"

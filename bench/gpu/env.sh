@@ -18,5 +18,7 @@ done
 if [ -f .device/payload.tgz ] && [ ! -d "$DATA" ]; then
   mkdir -p "$PAYLOAD" && tar xzf .device/payload.tgz -C "$PAYLOAD"
 fi
-[ -f .device/GIT_COMMIT ] && export SFTEVAL_GIT_COMMIT=$(cat .device/GIT_COMMIT)
+# Kept beside the payload, so later calls that carry no .device still name the commit.
+[ -f .device/GIT_COMMIT ] && mkdir -p "$PAYLOAD" && cp .device/GIT_COMMIT "$PAYLOAD/GIT_COMMIT"
+[ -f "$PAYLOAD/GIT_COMMIT" ] && export SFTEVAL_GIT_COMMIT=$(cat "$PAYLOAD/GIT_COMMIT")
 mkdir -p "$OUT/logs" 2>/dev/null || true

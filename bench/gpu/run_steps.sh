@@ -1,16 +1,21 @@
-# Run the steps of bench/gpu/gemma_steps.sh (or of STEPS_FILE, e.g. bench/gpu/smol_steps.sh) in
+# Run the steps of bench/gpu/study_steps.sh (or of STEPS_FILE, e.g. bench/gpu/smol_steps.sh) in
 # order within one device call, skipping those done in an earlier call on the same warm machine,
 # and stopping before a step that no longer fits:
 #   bash bench/gpu/run_steps.sh [SECONDS] [STEP ...]      (default 550 s, every step)
 # A step cut by the deadline is started again by the next call; the generation and training steps
 # resume from their side files and checkpoints. After every step the steps file's folder $X
-# (/tmp/gx: results, logs, adapter; no checkpoints) is packed into $OUT/gx.tgz, so the newest
+# (results, logs, adapter configs; no weights or checkpoints) is packed into $OUT/gx.tgz, so the newest
 # call's archive holds everything.
 source bench/gpu/env.sh
 BUDGET=${1:-550}; shift 2>/dev/null
-STEPS_FILE=${STEPS_FILE:-bench/gpu/gemma_steps.sh}
+STEPS_FILE=${STEPS_FILE:-bench/gpu/study_steps.sh}
 source $STEPS_FILE
 [ $# -gt 0 ] && STEPS=("$@")
+# What comes back must stay under the 16 MiB a file: no weights, checkpoints or tokenizer copies.
+pack() {
+  tar czf $OUT/$(basename $X).tgz --exclude='checkpoint-*' --exclude='*.safetensors' --exclude='tokenizer.json' \
+    --exclude='tokenizer.model' --exclude='*.official.jsonl' -C $(dirname $X) $(basename $X)
+}
 mkdir -p $X/logs $X/eval_responses $X/eval_results; touch $X/done $X/failed
 for entry in "${STEPS[@]}"; do
   name=${entry%%:*}; need=${entry#*:}; [ "$need" = "$entry" ] && need=30
@@ -24,7 +29,7 @@ for entry in "${STEPS[@]}"; do
   grep -v -e "it/s]" -e "Loading weights" $X/logs/$name.log | tail -4 | cut -c1-300
   if [ $rc -eq 0 ]; then echo $name >> $X/done; echo "$name $((SECONDS - start))" >> $X/seconds
   elif [ $rc -ne 124 ] && [ $rc -ne 137 ]; then echo $name >> $X/failed; fi
-  tar czf $OUT/$(basename $X).tgz --exclude='checkpoint-*' -C /tmp $(basename $X)
+  pack
 done
 echo "done: $(tr '\n' ' ' < $X/done)"; echo "failed: $(tr '\n' ' ' < $X/failed)"
-tar czf $OUT/$(basename $X).tgz --exclude='checkpoint-*' -C /tmp $(basename $X)
+pack

@@ -14,7 +14,7 @@ step_join() {
   mkdir -p /tmp/smol_pieces && cp -r .smol/p* /tmp/smol_pieces/ 2>/dev/null
   test -f $GGUF || python3 tools/carry_pieces.py join /tmp/smol_pieces --out $GGUF || return 4
   sha256sum $GGUF
-  python3 -c "from sfteval import modeling; print(modeling.materialize_gguf('$GGUF'))" | tail -1 > $X/model_dir
+  python3 -c "from sfteval.model import loading; print(loading.materialize_gguf('$GGUF'))" | tail -1 > $X/model_dir
   test -f "$(cat $X/model_dir)/config.json"
 }
 

@@ -1,0 +1,138 @@
+# The controlled study of docs/RESULTS.md on a lent GPU, as steps of bench/gpu/run_steps.sh:
+#   STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh SECONDS [STEP ...]
+# NAME:SECONDS in STEPS is a step and the least time worth starting it with.
+#
+# Gemma 3 270M base (the PyPI GGUF, carried gzipped in pieces) with and without an alpaca LoRA,
+# each with the raw instruction (template none) and the alpaca template, at bf16 and 4-bit; LoRAs
+# from the seed recipe with two training seeds and from the fast recipe. Everything goes to $X
+# in the layout bench/study_report.py reads; a cut step resumes in the next call.
+#
+# The bench8b_* steps time the default eval_generate.py commands on a random-init Llama-3.1-8B
+# shape (bench/cli_bench.py) while the model's pieces are still arriving.
+#
+# For a CPU rehearsal of the plumbing (tiny runs, no 4-bit):
+#   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join wave1 wave2
+X=${X:-/tmp/gx}
+A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
+P=$DATA/ifeval/input_data.jsonl
+Q=$DATA/tinymmlu/tinyMMLU_test.jsonl
+GGUF_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GGUF=${GGUF_FILE:-/tmp/gemma-3-270m-q4_k_m.gguf}
+M=$(cat $X/model_dir 2>/dev/null)
+AD=$X/adapters
+# Every process shares one GPU with the others of its wave.
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+if [ -n "$DRY_RUN" ]; then
+  BF16=fp32; Q4=; TRAIN_EXTRA="--precision fp32 --max-steps 2 --limit 40 --val-size 4 --batch-size 2 --max-length 256"
+  GEN_EXTRA="--limit 3 --max-new-tokens 8"; MMLU_EXTRA="--limit 3"
+else
+  BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
+fi
+STEPS=(bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300 join:150 wave1:420 wave2:300 decode_paths:300)
+
+step_bench8b_build() { python3 bench/generate_throughput.py --build --shape 8b --model-dir /tmp/m8b; }
+bench8b() {
+  python3 bench/cli_bench.py --out $X/bench/latest.json --timeout $((STEP_LEFT - 10)) \
+    --run "eval_generate.py --model /tmp/m8b --precision $1 --prompts $P"
+}
+step_bench8b_bf16() { bench8b bf16; }
+step_bench8b_4bit() { bench8b 4bit; }
+
+step_join() {
+  if [ -z "$DRY_RUN" ] && [ ! -f $GGUF ]; then
+    mkdir -p /tmp/pieces && cp -r .gemma/p* /tmp/pieces/
+    python3 tools/carry_pieces.py join /tmp/pieces --out /tmp/gemma.gguf.gz || return 4
+    gunzip -c /tmp/gemma.gguf.gz > $GGUF.tmp && mv $GGUF.tmp $GGUF
+  fi
+  [ -n "$DRY_RUN" ] || echo "$GGUF_SHA256  $GGUF" | sha256sum -c || return 5
+  python3 -c "from sfteval.model import loading; print(loading.materialize_gguf('$GGUF'))" | tail -1 > $X/model_dir
+  test -f "$(cat $X/model_dir)/config.json"
+}
+
+# Processes started with `bg` run side by side (a 270M model leaves the GPU mostly idle); each is
+# stopped before the call's end so a cut run leaves its resumable files behind.
+PIDS=()
+bg() {
+  local name=$1; shift
+  timeout --kill-after=10 $((STEP_LEFT - 15)) bash -c '"$@"' _ "$@" >> $X/logs/$name.log 2>&1 &
+  PIDS+=($!)
+}
+wait_all() { local rc=0; for pid in "${PIDS[@]}"; do wait $pid || rc=$?; done; PIDS=(); return $rc; }
+
+# train NAME FLAGS...: one epoch of the 5,000 shared alpaca records into $AD/NAME. The seed
+# recipe runs through transformers + TRL with its 2 x 4 examples as one micro-batch of 8 (the same
+# effective batch): unsloth 2026.10 compiled each Gemma3 layer for minutes before step 1.
+train() {
+  local name=$1; shift
+  [ -f $AD/$name/train_config.json ] && return 0
+  local resume=; [ -d $AD/$name.partial ] && resume=--resume
+  python3 train.py --model $M --dataset $A --report-to none --save-steps 100 --output-dir $AD/$name \
+    $resume "$@" $TRAIN_EXTRA
+}
+SEED_RECIPE="--recipe seed --use-hf --batch-size 8 --grad-accum 1 --no-gradient-checkpointing"
+train_fast() {
+  # The fast recipe compiles each decoder layer; if that fails on Gemma3, the same recipe uncompiled.
+  train FAST --recipe fast-80gb $([ -n "$DRY_RUN" ] && echo "--compile false --attention sdpa") && return 0
+  [ -f $AD/FAST/train_config.json ] && return 0
+  echo "== fast recipe failed compiled; again with --compile false"; rm -rf $AD/FAST.partial
+  train FAST --recipe fast-80gb --compile false
+}
+
+# gen WEIGHTS TEMPLATE PRECISION [FLAGS...]: all 541 IFEval prompts (greedy, up to 1,280 new tokens)
+# into $X/eval_responses/gemma3-270m_WEIGHTS_TEMPLATE_PRECISION.json, in one batch with
+# transformers' eager decode (the study's one decode path for every condition).
+gen() {
+  local weights=$1 template=$2 precision=$3; shift 3
+  [ -n "$precision" ] || return 0
+  local name=gemma3-270m_${weights}_${template}_${precision}
+  local out=$X/eval_responses/$name.json lora=
+  [ -f $out ] && return 0
+  [ $weights = base ] || lora="--lora $AD/$weights"
+  local resume=; [ -f $X/eval_responses/$name.partial.jsonl ] && resume="--resume auto"
+  bg gen_$name python3 eval_generate.py --model $M $lora --precision $precision --template $template \
+    --prompts $P --output $out --speed eager --batch-size 541 --no-progress $GEN_EXTRA $resume "$@"
+}
+mmlu() {
+  local weights=$1 precision=$2 lora=
+  [ -n "$precision" ] || return 0
+  [ $weights = base ] || lora="--lora $AD/$weights"
+  local done=$X/eval_results/.mmlu_${weights}_$precision.done
+  [ -f $done ] && return 0
+  bg mmlu_${weights}_$precision bash -c "python3 eval_mmlu.py --model $M $lora --precision $precision --data $Q \
+    --no-progress --output-dir $X/eval_results $MMLU_EXTRA && touch $done"
+}
+
+# Wave 1: the three trainings, and every base-model run beside them.
+step_wave1() {
+  mkdir -p $AD
+  bg train_S1 train S1 $SEED_RECIPE
+  bg train_S2 train S2 $SEED_RECIPE --seed 1234
+  bg train_FAST train_fast
+  for precision in $BF16 $Q4; do
+    gen base none $precision; gen base alpaca $precision; mmlu base $precision
+  done
+  wait_all
+}
+
+# Wave 2: every adapter run.
+step_wave2() {
+  for precision in $BF16 $Q4; do gen S1 alpaca $precision; gen S1 none $precision; mmlu S1 $precision; done
+  for weights in S2 FAST; do gen $weights alpaca $BF16; gen $weights none $BF16; mmlu $weights $BF16; done
+  wait_all
+}
+export -f train train_fast
+export M A AD TRAIN_EXTRA DRY_RUN
+
+# One adapter run (S1, alpaca, bf16) alone on the GPU through each decode path, for their speed on
+# a model whose answers stop early: eager, eval_generate.py's default, and any extra paths named in
+# DECODE_PATHS. The greedy answers of every path are compared with eager's in the report.
+step_decode_paths() {
+  mkdir -p $X/decode_paths
+  local speed out
+  for speed in eager auto ${DECODE_PATHS:-}; do
+    out=$X/decode_paths/gemma3-270m_S1_alpaca_${BF16}_$speed.json
+    [ -f $out ] && continue
+    python3 eval_generate.py --model $M --lora $AD/S1 --precision $BF16 --prompts $P --output $out \
+      --speed $speed --no-progress $GEN_EXTRA >> $X/logs/decode_paths_$speed.log 2>&1 || return 1
+  done
+}
