@@ -1131,7 +1131,15 @@ def generate_continuous(
         ) as stream:
             knobs.update(stream.knobs)
             started = time.perf_counter()  # the cache is built; generation time starts here
-            for item in stream.results(poll_seconds=1.0):
+            results = stream.results(poll_seconds=1.0)
+            while True:
+                try:
+                    item = next(results, False)
+                except RuntimeError:  # transformers failed the run (e.g. out of memory): keep what finished
+                    write_group()
+                    raise
+                if item is False:
+                    break
                 if item is not None:
                     index, completion = item
                     done[selected[index]["key"]] = row = response_row(selected[index], completion)

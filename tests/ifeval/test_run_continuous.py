@@ -126,6 +126,26 @@ def test_cut_off_run_resumes_to_the_same_responses(batched, stop_model, shared_d
     assert not partial.exists()
 
 
+def test_rows_finished_before_a_generation_error_are_kept(stop_model, shared_data, tmp_path, monkeypatch):
+    from sfteval.model import continuous
+
+    results = continuous.ContinuousRun.results
+
+    def failing_after_two(self, poll_seconds=1.0):
+        finished = 0
+        for item in results(self, poll_seconds):
+            yield item
+            finished += item is not None
+            if finished == 2:
+                raise RuntimeError("continuous batching request prompt9 failed: CUDA out of memory")
+
+    monkeypatch.setattr(continuous.ContinuousRun, "results", failing_after_two)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        eval_generate.main(args(stop_model, shared_data, tmp_path, "--speed", "continuous"))
+    partial = ifeval_run.read_partial(next(tmp_path.glob("*.partial.jsonl")))
+    assert len(partial.rows) == 2 and partial.batches[0]["rows"] == 2
+
+
 def test_refused_where_it_cannot_work():
     with pytest.raises(UserError, match="unsloth loader has none"):
         ifeval_run.check_continuous(ifeval_run.RunConfig(speed="continuous"), "unsloth")
