@@ -75,6 +75,11 @@ PADDING_NOTE = (
 )
 
 
+# --speed continuous writes its finished rows to the side file in groups: this many rows, or
+# whatever finished in this many seconds, whichever comes first.
+CONTINUOUS_GROUP_ROWS = 32
+CONTINUOUS_GROUP_SECONDS = 30.0
+
 # transformers' own default for the compiled decode step (CUDA graphs)
 DEFAULT_COMPILE_MODE = "reduce-overhead"
 
@@ -119,10 +124,13 @@ class RunConfig:
         "prompts per generate call; auto = as many as the free GPU memory holds at full length (8 on a CPU)",
         metavar="N|auto",
     )
-    speed: Literal["auto", "eager"] = setting(
+    speed: Literal["auto", "eager", "continuous"] = setting(
         "auto",
         "auto = on a CUDA GPU with transformers: GQA decode always, and a compiled static-cache decode step "
-        "when the run is long enough to repay the compile; eager = only the knobs given below",
+        "when the run is long enough to repay the compile; eager = only the knobs given below; continuous "
+        "(opt-in, transformers loader) = transformers' continuous batching: all prompts queued on a paged KV "
+        "cache, a finished answer's place taken by the next prompt at once (--batch-size caps the requests "
+        "per step)",
     )
     static_cache: bool = setting(False, "force a preallocated KV cache of one size for every batch")
     compile: bool = setting(False, "force torch.compile of the decode step (CUDA graphs; needs the static cache)")
@@ -530,6 +538,15 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
     read per step), and a compiled static-cache step when the decode steps of the whole run
     (batches x --max-new-tokens) reach COMPILE_MIN_DECODE_STEPS, below which the compile costs
     more than it saves. Flags given force their knob on either way."""
+    if config.speed == "continuous":
+        requests = f"at most {batch_size}" if batch_size else "as many as transformers' paged cache holds"
+        return SpeedPlan(
+            False,
+            False,
+            False,
+            "continuous: transformers' continuous batching on a paged KV cache; every prompt queued, a finished "
+            f"answer's place taken by the next prompt at once, {requests} requests per step",
+        )
     forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "")
     if config.speed == "eager" or not has_cuda or loader != "hf":
         why = "--speed eager" if config.speed == "eager" else ("no CUDA GPU" if not has_cuda else f"{loader} loader")
@@ -601,6 +618,25 @@ def check_config(config: RunConfig) -> None:
             raise UserError("--merge-adapter needs --lora")
         if config.precision not in ("bf16", "fp32"):
             raise UserError("--merge-adapter works on bf16 or fp32 weights; a quantized base cannot take the merge")
+
+
+def check_continuous(config: RunConfig, loader: str) -> None:
+    """--speed continuous runs transformers' own continuous batching, with its own paged cache and attention."""
+    if loader != "hf":
+        raise UserError(
+            "--speed continuous is transformers' continuous batching; the unsloth loader has none (add --use-hf)"
+        )
+    knobs = [
+        flag
+        for flag, on in (
+            ("--static-cache", config.static_cache),
+            ("--compile", config.compile),
+            ("--gqa-decode", config.gqa_decode),
+        )
+        if on
+    ]
+    if knobs:
+        raise UserError(f"--speed continuous runs its own paged KV cache and attention; leave out {', '.join(knobs)}")
 
 
 def default_output(folder: Path, model_name: str, adapter: str | None, precision: str) -> Path:
@@ -688,7 +724,7 @@ class Ready:
     template: str
     stop_ids: list[int]
     encoded: list[list[int]]
-    batch_size: int
+    batch_size: int | None  # None only with --speed continuous and no --batch-size
     # HF 4-bit: "bitsandbytes" (its kernel), "torch" (sfteval.model.nf4, compiled) or "once" (bf16 weights)
     nf4_dequantize: str | None
     speed: SpeedPlan
@@ -713,6 +749,8 @@ def plan(config: RunConfig) -> Job:
             raise UserError(f"shard {shard.index}/{shard.count} holds no prompt: only {n_all} prompts to share")
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
+    if config.speed == "continuous":
+        check_continuous(config, loader)
     if shard and shard.from_launcher and loader != "hf":
         raise UserError(
             "under a launcher each process loads its model onto its own GPU with transformers; add --use-hf "
@@ -779,7 +817,10 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
     longest = max(len(ids) for ids in encoded)
-    batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
+    if config.speed == "continuous":  # the requests per step; None: transformers sizes them
+        batch_size = config.batch_size
+    else:
+        batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
     speed = plan_speed(config, job.loader, job.has_cuda, len(encoded), batch_size)
     log(f"decode path: {speed.reason}")
     if speed.gqa_decode:
@@ -910,13 +951,15 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
     side = open_side_file(job, session, log)
     knobs = " | static cache" + (" + compile" if ready.speed.compile else "") if ready.speed.static_cache else ""
     knobs += " | GQA decode" if ready.speed.gqa_decode else ""
+    knobs += " | continuous batching" if config.speed == "continuous" else ""
     log(
         f"[{job.model_name} | adapter {config.adapter} | {config.precision} | {job.loader} | template "
-        f"{ready.template} | {len(job.selected)} prompts, {len(done)} done | batch size {ready.batch_size}{knobs}]"
-        f" -> {paths.output}"
+        f"{ready.template} | {len(job.selected)} prompts, {len(done)} done | batch size {ready.batch_size or 'auto'}"
+        f"{knobs}] -> {paths.output}"
     )
+    generate = generate_continuous if config.speed == "continuous" else generate_pending
     try:
-        resets = generate_pending(job, ready, done, session, side)
+        resets = generate(job, ready, done, session, side)
     finally:
         side.close()
     document = build_document(job, ready, read_partial(paths.partial), resets)
@@ -1027,6 +1070,90 @@ def generate_pending(
     return resets
 
 
+def generate_continuous(
+    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: SideFile
+) -> int:
+    """--speed continuous: every prompt not yet in `done` goes to transformers' continuous
+    batching at once (longest first); finished rows reach the side file in groups of
+    CONTINUOUS_GROUP_ROWS, or every CONTINUOUS_GROUP_SECONDS, each group with its `batch` record,
+    so a crash loses at most one group. No padding side is involved: returns 0 resets."""
+    from tqdm import tqdm
+
+    from sfteval.model import continuous
+
+    config, selected, encoded = job.config, job.selected, ready.encoded
+    lengths = [len(ids) for ids in encoded]
+    order = length_order(lengths, {i for i, row in enumerate(selected) if row["key"] not in done})
+    if not order:
+        return 0
+    settings = generation.GenerationSettings(max_new_tokens=config.max_new_tokens, seed=config.seed)
+    bar = tqdm(
+        total=len(selected), initial=len(done), unit="prompt", desc="generating", disable=tqdm_disable(config.progress)
+    )
+    group: list[tuple[int, dict[str, Any]]] = []
+    knobs: dict[str, Any] = {}
+    started = time.perf_counter()
+
+    def write_group() -> None:
+        nonlocal started
+        if not group:
+            return
+        seconds = time.perf_counter() - started
+        tokens = sum(row["new_tokens"] for _, row in group)
+        batch_record = {
+            "session": session["index"],
+            "rows": len(group),
+            "generated_rows": len(group),
+            "from_split": False,
+            "prompt_width": max(lengths[i] for i, _ in group),
+            "seconds": round(seconds, 3),
+            "new_tokens": tokens,
+            "padding_side_reset": False,
+            "compiled": False,
+            "peak_gpu_memory_gb": records.peak_gpu_memory_gb(),
+            "continuous": knobs,
+        }
+        side.append([*(row for _, row in group), {"batch": batch_record}])
+        bar.update(len(group))
+        bar.set_postfix(tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
+        group.clear()
+        started = time.perf_counter()
+
+    try:
+        with continuous.start(
+            ready.model,
+            ready.loaded.tokenizer,
+            [(i, encoded[i]) for i in order],
+            settings,
+            ready.stop_ids,
+            ready.batch_size,
+            job.has_cuda,
+        ) as stream:
+            knobs.update(stream.knobs)
+            started = time.perf_counter()  # the cache is built; generation time starts here
+            results = stream.results(poll_seconds=1.0)
+            while True:
+                try:
+                    item = next(results, False)
+                except RuntimeError:  # transformers failed the run (e.g. out of memory): keep what finished
+                    write_group()
+                    raise
+                if item is False:
+                    break
+                if item is not None:
+                    index, completion = item
+                    done[selected[index]["key"]] = row = response_row(selected[index], completion)
+                    group.append((index, row))
+                if len(group) >= CONTINUOUS_GROUP_ROWS or (
+                    group and time.perf_counter() - started >= CONTINUOUS_GROUP_SECONDS
+                ):
+                    write_group()
+            write_group()
+    finally:
+        bar.close()
+    return 0
+
+
 def response_row(prompt_row: dict[str, Any], completion: generation.Completion) -> dict[str, Any]:
     return {
         "key": prompt_row["key"],
@@ -1062,6 +1189,10 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             }
         )
     model, tokenizer = ready.model, ready.loaded.tokenizer
+    continuous_knobs = next((b["continuous"] for b in reversed(partial.batches) if b.get("continuous")), None)
+    attn_implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if config.speed == "continuous" and continuous_knobs:
+        attn_implementation = continuous_knobs["attn_implementation"]
     metadata = records.run_metadata(
         model=job.model_name,
         model_source=ready.loaded.info.get("model_source"),
@@ -1073,7 +1204,7 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
         template=ready.template,
         llm_int8_threshold=config.llm_int8_threshold if config.precision == "8bit" else None,
         merge_adapter=config.merge_adapter,
-        attn_implementation=getattr(getattr(model, "config", None), "_attn_implementation", None),
+        attn_implementation=attn_implementation,
         generation={
             **job.settings["generation"],
             "batch_size": ready.batch_size,
@@ -1085,6 +1216,8 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             "compile": ready.speed.compile,
             "gqa_decode": ready.speed.gqa_decode,
             "compiled": any(b.get("compiled") for b in partial.batches),
+            # transformers' continuous batching as the last --speed continuous session sized it
+            "continuous": continuous_knobs,
         },
         prompt_set=job.prompt_info,
         n_prompts=len(selected),
@@ -1101,7 +1234,12 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
         load_seconds=ready.loaded.info.get("load_seconds"),
         stop_reasons={reason: sum(r["stop_reason"] == reason for r in responses) for reason in ("eos", "length")},
         batching={
-            "order": "prompt length, longest first; balanced batch sizes",
+            "order": (
+                "prompt length, longest first, all queued at once to transformers' continuous batching; "
+                "a batch is a group of finished rows"
+                if config.speed == "continuous"
+                else "prompt length, longest first; balanced batch sizes"
+            ),
             "batches": len(partial.batches),
             "oom_split_parts": sum(1 for b in partial.batches if b.get("from_split")),
         },
