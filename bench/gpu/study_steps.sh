@@ -124,15 +124,20 @@ export -f train train_fast
 export M A AD TRAIN_EXTRA DRY_RUN
 
 # One adapter run (S1, alpaca, bf16) alone on the GPU through each decode path, for their speed on
-# a model whose answers stop early: eager, eval_generate.py's default, and any extra paths named in
-# DECODE_PATHS. The greedy answers of every path are compared with eager's in the report.
+# a model whose answers stop early: eager, eval_generate.py's default (auto), and transformers'
+# continuous batching with its own request cap and with at most 64 requests a step. Each path gets
+# at most PATH_SECONDS; the report compares every path's greedy answers with eager's.
+declare -A PATH_FLAGS=([eager]="--speed eager" [auto]="" [continuous]="--speed continuous"
+  [continuous-b64]="--speed continuous --batch-size 64")
 step_decode_paths() {
   mkdir -p $X/decode_paths
-  local speed out
-  for speed in eager auto ${DECODE_PATHS:-}; do
-    out=$X/decode_paths/gemma3-270m_S1_alpaca_${BF16}_$speed.json
+  local path out
+  for path in eager auto continuous continuous-b64; do
+    out=$X/decode_paths/gemma3-270m_S1_alpaca_${BF16}_$path.json
     [ -f $out ] && continue
-    python3 eval_generate.py --model $M --lora $AD/S1 --precision $BF16 --prompts $P --output $out \
-      --speed $speed --no-progress $GEN_EXTRA >> $X/logs/decode_paths_$speed.log 2>&1 || return 1
+    rm -f ${out%.json}.partial.jsonl
+    timeout ${PATH_SECONDS:-200} python3 eval_generate.py --model $M --lora $AD/S1 --precision $BF16 --prompts $P \
+      --output $out --no-progress $GEN_EXTRA ${PATH_FLAGS[$path]} >> $X/logs/decode_paths_$path.log 2>&1
+    echo "$path rc=$? $(tail -2 $X/logs/decode_paths_$path.log | head -1)"
   done
 }

@@ -70,14 +70,23 @@ class ContinuousRun:
 
 
 def batching_config(
-    has_cuda: bool, prompt_lengths: Sequence[int], max_new_tokens: int, max_requests: int | None, seed: int
+    model_config: Any,
+    has_cuda: bool,
+    prompt_lengths: Sequence[int],
+    max_new_tokens: int,
+    max_requests: int | None,
+    seed: int,
 ) -> Any:
     from transformers import ContinuousBatchingConfig
+    from transformers.generation.continuous_batching.cache import group_layers_by_attn_type
 
     config = ContinuousBatchingConfig(max_requests_per_batch=max_requests, seed=seed)
     if not has_cuda:
-        # Room for every request at full length; get_device_and_memory_breakdown would offer the whole RAM.
-        config.num_blocks = 1 + sum(math.ceil((n + max_new_tokens) / config.block_size) for n in prompt_lengths)
+        # Room for every request at full length in every layer group (a model that mixes sliding and
+        # full attention, e.g. Gemma 3, has several); get_device_and_memory_breakdown would offer the whole RAM.
+        groups = len(group_layers_by_attn_type(model_config)[0])
+        blocks = sum(math.ceil((n + max_new_tokens) / config.block_size) for n in prompt_lengths)
+        config.num_blocks = 1 + groups * blocks
         config.max_batch_tokens = CPU_MAX_BATCH_TOKENS
     return config
 
@@ -120,7 +129,7 @@ def start(
         manager = base.init_continuous_batching(
             generation_config=gen_config,
             continuous_batching_config=batching_config(
-                has_cuda, lengths, settings.max_new_tokens, max_requests, settings.seed
+                base.config, has_cuda, lengths, settings.max_new_tokens, max_requests, settings.seed
             ),
             workload_hints=hints,
         )
