@@ -17,6 +17,7 @@ sfteval.ifeval.compare.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,9 @@ class Condition:
 
     @property
     def model_short(self) -> str:
-        return model_name(self.model).split("/")[-1]
+        """The model's last path part, without a .gguf suffix or the cache key of a dequantized GGUF folder."""
+        name = model_name(self.model).split("/")[-1].removesuffix(".gguf")
+        return re.sub(r"-[0-9a-f]{12}$", "", name)
 
     @property
     def label(self) -> str:
