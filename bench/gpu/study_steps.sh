@@ -11,7 +11,7 @@
 # shape (bench/cli_bench.py) while the model's pieces are still arriving.
 #
 # For a CPU rehearsal of the plumbing (tiny runs, no 4-bit):
-#   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join wave1 wave2
+#   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join study decode_paths
 X=${X:-/tmp/gx}
 A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
 P=$DATA/ifeval/input_data.jsonl
@@ -20,7 +20,7 @@ GGUF_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GGUF=${GGUF_FILE:-/tmp/gemma-3-270m-q4_k_m.gguf}
 M=$(cat $X/model_dir 2>/dev/null)
 AD=$X/adapters
-# Every process shares one GPU with the others of its wave.
+# Every process shares the GPU with the others running beside it.
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 if [ -n "$DRY_RUN" ]; then
   BF16=fp32; Q4=; TRAIN_EXTRA="--precision fp32 --max-steps 2 --limit 40 --val-size 4 --batch-size 2 --max-length 256"
@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300 join:150 wave1:420 wave2:300 decode_paths:300)
+STEPS=(join:150 study:420 decode_paths:300 bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300)
 
 step_bench8b_build() { python3 bench/generate_throughput.py --build --shape 8b --model-dir /tmp/m8b; }
 bench8b() {
@@ -54,7 +54,7 @@ step_join() {
 PIDS=()
 bg() {
   local name=$1; shift
-  timeout --kill-after=10 $((STEP_LEFT - 15)) bash -c '"$@"' _ "$@" >> $X/logs/$name.log 2>&1 &
+  timeout --kill-after=10 $((STEP_LEFT - 15 - SECONDS)) bash -c '"$@"' _ "$@" >> $X/logs/$name.log 2>&1 &
   PIDS+=($!)
 }
 wait_all() { local rc=0; for pid in "${PIDS[@]}"; do wait $pid || rc=$?; done; PIDS=(); return $rc; }
@@ -101,23 +101,33 @@ mmlu() {
   bg mmlu_${weights}_$precision bash -c "python3 eval_mmlu.py --model $M $lora --precision $precision --data $Q \
     --no-progress --output-dir $X/eval_results $MMLU_EXTRA && touch $done"
 }
-
-# Wave 1: the three trainings, and every base-model run beside them.
-step_wave1() {
-  mkdir -p $AD
-  bg train_S1 train S1 $SEED_RECIPE
-  bg train_S2 train S2 $SEED_RECIPE --seed 1234
-  bg train_FAST train_fast
-  for precision in $BF16 $Q4; do
-    gen base none $precision; gen base alpaca $precision; mmlu base $precision
+# Every run of one set of weights: both templates at bf16, and for S1 (and the base) at 4-bit too.
+runs_of() {
+  local weights=$1 precision
+  for precision in $BF16 $([ $weights = S1 ] || [ $weights = base ] && echo $Q4); do
+    gen $weights alpaca $precision; gen $weights none $precision; mmlu $weights $precision
   done
-  wait_all
 }
 
-# Wave 2: every adapter run.
-step_wave2() {
-  for precision in $BF16 $Q4; do gen S1 alpaca $precision; gen S1 none $precision; mmlu S1 $precision; done
-  for weights in S2 FAST; do gen $weights alpaca $BF16; gen $weights none $BF16; mmlu $weights $BF16; done
+# The three trainings and the base model's runs start at once; each adapter's runs start as soon
+# as its training has written the adapter. A step cut by the call's end is run again by the next.
+step_study() {
+  mkdir -p $AD
+  local trainers=() w training pending="S1 S2 FAST"
+  bg train_S1 train S1 $SEED_RECIPE; trainers+=($!)
+  bg train_S2 train S2 $SEED_RECIPE --seed 1234; trainers+=($!)
+  bg train_FAST train_fast; trainers+=($!)
+  runs_of base
+  while [ -n "$pending" ]; do
+    for w in $pending; do
+      [ -f $AD/$w/train_config.json ] || continue
+      runs_of $w; pending=$(echo ${pending/$w/})
+    done
+    training=; for pid in "${trainers[@]}"; do kill -0 $pid 2>/dev/null && training=1; done
+    [ -n "$training" ] || break
+    sleep 5
+  done
+  for w in $pending; do [ -f $AD/$w/train_config.json ] && runs_of $w; done
   wait_all
 }
 export -f train train_fast
