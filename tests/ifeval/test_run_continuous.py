@@ -158,3 +158,23 @@ def test_refused_where_it_cannot_work():
 def test_help_offers_continuous():
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "continuous" in done.stdout
+
+
+def test_cpu_cache_holds_every_layer_group():
+    """A model mixing sliding-window and full attention keeps one paged cache per layer group
+    (Gemma 3 270M: 15 sliding + 3 full layers, six groups of three); the CPU cache must hold every
+    request at full length in each group, or transformers refuses to schedule any request."""
+    from transformers import Gemma3TextConfig
+
+    from sfteval.model import continuous
+
+    layer_types = (["sliding_attention"] * 5 + ["full_attention"]) * 3
+    config = Gemma3TextConfig(num_hidden_layers=18, layer_types=layer_types, sliding_window=512)
+    lengths, new_tokens = [100, 300], 1280
+    cb = continuous.batching_config(config, False, lengths, new_tokens, None, 0)
+    per_group = sum(math.ceil((n + new_tokens) / cb.block_size) for n in lengths)
+    assert cb.num_blocks == 1 + 6 * per_group
+    single = continuous.batching_config(
+        Gemma3TextConfig(num_hidden_layers=18, layer_types=["full_attention"] * 18), False, lengths, new_tokens, None, 0
+    )
+    assert single.num_blocks == 1 + per_group
