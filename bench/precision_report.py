@@ -1,7 +1,8 @@
 """Write docs/PRECISION.md from files the project wrote: generation benchmarks
 (`bench/generate_throughput.py --json`), parity runs (`bench/loader_parity.py`), IFEval scores of
 real runs (`eval_score.py`) and paired comparisons between precisions (`compare_ifeval.py --json`).
-The run files are on git branch `runs` (as they were under docs/runs/): `git worktree add ../runs runs`.
+The run files are in history under docs/runs/ (commit fac9ff7):
+    mkdir ../runs && git archive fac9ff7 docs/runs | tar -x -C ../runs --strip-components=2
 
     G=../runs/gemma_2026-11-27 S4=../runs/h100_2026-11-27_s4 S5=../runs/h100_2026-11-27_s5
     S6=../runs/h100_2026-11-27_s6 S7=../runs/h100_2026-11-27_s7

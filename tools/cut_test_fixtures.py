@@ -1,4 +1,4 @@
-"""Cut the small Gemma-3-270M fixtures in tests/fixtures/ from the real run files on git branch `runs`.
+"""Cut the small Gemma-3-270M fixtures in tests/fixtures/ from the real run files in history (docs/runs/ at commit fac9ff7).
 
     python tools/cut_test_fixtures.py            # writes tests/fixtures/gemma_2026-11-27/...
 
@@ -27,7 +27,7 @@ from sfteval import cli  # noqa: E402
 from sfteval.ifeval import answers, scoring  # noqa: E402
 
 RUN = "gemma_2026-11-27"
-BRANCH = "runs"
+SOURCE = "fac9ff7:docs/runs"  # the run files, in history since they left main's tree
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / RUN
 FIRST_PROMPTS = 36
@@ -36,7 +36,7 @@ MMLU_ITEM_FIELDS = ("idx", "answer", "prediction", "correct")
 
 
 def from_branch(path: str) -> Any:
-    data = subprocess.run(["git", "-C", str(ROOT), "show", f"{BRANCH}:{RUN}/{path}"], capture_output=True, check=True)
+    data = subprocess.run(["git", "-C", str(ROOT), "show", f"{SOURCE}/{RUN}/{path}"], capture_output=True, check=True)
     return json.loads(gzip.decompress(data.stdout) if path.endswith(".gz") else data.stdout)
 
 
@@ -61,7 +61,7 @@ def kept_positions(adapter_rows: list[dict[str, Any]]) -> list[int]:
 
 def fixture_note(path: str, positions: list[int]) -> dict[str, Any]:
     return {
-        "cut_from": f"git branch {BRANCH}: {RUN}/{path}",
+        "cut_from": f"git {SOURCE}/{RUN}/{path}",
         "rows": f"prompt-set positions {positions} (the first {FIRST_PROMPTS} and the LoRA run's echoes)",
         "recomputed": "n_prompts, n_prompts_scored, stop_reasons and summaries are of these rows; "
         "wall_seconds, tokens_generated and the like are of the full run",
@@ -99,14 +99,14 @@ def cut_old_scores(name: str, positions: list[int]) -> None:
 def cut_tinymmlu(path: str) -> None:
     doc = from_branch(path)
     doc["metadata"] = without_loss_log(doc["metadata"])
-    doc["metadata"]["fixture"] = {"cut_from": f"git branch {BRANCH}: {RUN}/{path}", "items": "all, 4 fields each"}
+    doc["metadata"]["fixture"] = {"cut_from": f"git {SOURCE}/{RUN}/{path}", "items": "all, 4 fields each"}
     doc["items"] = [{k: item[k] for k in MMLU_ITEM_FIELDS} for item in doc["items"]]
     write_new(OUT / f"{path}.gz", json.dumps(doc, ensure_ascii=False))
 
 
 def tinymmlu_paths() -> list[str]:
     listing = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{BRANCH}:{RUN}/eval_results"],
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{SOURCE}/{RUN}/eval_results"],
         capture_output=True,
         text=True,
         check=True,

@@ -3,7 +3,7 @@
 At a batched decode step bitsandbytes' 4-bit linear layer dequantizes its whole weight to bf16
 with its own CUDA kernel and then calls a bf16 matmul. On the Llama-3.1-8B shape (H100, 181 rows,
 compiled with CUDA graphs) that made each step 59.7 ms against 21.7 ms in bf16
-(h100_2026-11-27_s5/bench_generate_compiled_quant.json on git branch `runs`): the dequantization alone cost
+(h100_2026-11-27_s5/bench_generate_compiled_quant.json under docs/runs/ at commit fac9ff7): the dequantization alone cost
 more than the rest of the step. Written as plain tensor operations on the same packed weights
 (the same bytes, the same lookup table and scales, nothing requantized), torch.compile turns it
 into one fused kernel that reads half a byte and writes two bytes per weight.

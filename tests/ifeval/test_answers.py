@@ -2,7 +2,7 @@
 on real answers of the Gemma-3-270M runs, and the `answers` block that eval_score.py and
 compare_ifeval.py write.
 
-The real answers are fixtures cut by tools/cut_test_fixtures.py from branch `runs` (see
+The real answers are fixtures cut by tools/cut_test_fixtures.py from the run files in history (docs/runs/ at commit fac9ff7) (see
 tests/fixtures/README.md): the base and LoRA bf16 runs on the first 36 prompts of the prompt set
 plus the 4 prompts the LoRA run echoes, with n_prompts and stop_reasons recomputed for those rows,
 and the base run's old scores file (no stop reasons) on the same prompts."""

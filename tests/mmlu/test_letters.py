@@ -1,6 +1,6 @@
 """The letter histogram and constant-letter baseline, on hand-made items and on the real
 Gemma-3-270M tinyMMLU files (written before these fields existed). Those are fixtures cut by
-tools/cut_test_fixtures.py from branch `runs` (tests/fixtures/README.md): all 100 items of each
+tools/cut_test_fixtures.py from the run files in history (docs/runs/ at commit fac9ff7) (tests/fixtures/README.md): all 100 items of each
 run, with only idx, answer, prediction and correct."""
 
 from __future__ import annotations

@@ -440,7 +440,7 @@ def test_cpu_runs_get_no_empty_gpu_memory_panel(results_root, tmp_path):
 def test_results_md_shows_loops_and_clean_accuracy_of_a_real_run(tmp_path):
     from sfteval.ifeval import scoring
 
-    # 40 real LoRA answers cut from branch `runs` (tests/fixtures/README.md), loops and clean ones among them.
+    # 40 real LoRA answers cut from the run files in history (docs/runs/ at commit fac9ff7) (tests/fixtures/README.md), loops and clean ones among them.
     source = (
         ROOT / "tests" / "fixtures" / "gemma_2026-11-27" / "eval_responses" / "gemma3-270m_alpaca5k_hf_bf16.json.gz"
     )
