@@ -17,21 +17,12 @@ from sfteval.ifeval import run as ifeval_run
 from sfteval.model import generation
 from tests.conftest import ROOT, load_script
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SCRIPT = ROOT / "eval_generate.py"
 LIMIT, BATCH, NEW_TOKENS = 4, 2, 8
 # One thread everywhere: the subprocess and in-process runs then add up their floats in the
 # same order (exact equality), and they do not fight over the test machine's two cores.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 eval_generate = load_script(SCRIPT, "eval_generate")

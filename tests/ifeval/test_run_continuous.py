@@ -15,6 +15,7 @@ from sfteval.cli import UserError
 from sfteval.ifeval import run as ifeval_run
 from tests.conftest import ROOT, load_script
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SCRIPT = ROOT / "eval_generate.py"
 LIMIT, SLOTS, NEW_TOKENS, GROUP = 16, 4, 12, 3
 # ".condition": the random model's second token for several of the first 16 prompts (found by
@@ -23,16 +24,6 @@ LIMIT, SLOTS, NEW_TOKENS, GROUP = 16, 4, 12, 3
 EXTRA_STOP_ID = 50705
 
 eval_generate = load_script(SCRIPT, "eval_generate")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,10 @@ from sfteval.ifeval import run as ifeval_run
 from sfteval.ifeval import shards
 from tests.conftest import ROOT, load_script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 LIMIT, NEW_TOKENS = 5, 8  # an odd count: the shards are uneven
 merge_script = load_script(ROOT / "merge_shards.py", "merge_shards")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The in-process runs add their floats in the same order as the one-thread subprocesses."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(smollm2_dir, shared_data, output, **changes) -> ifeval_run.RunConfig:
