@@ -55,6 +55,13 @@ DIFFERENCE_COLUMNS = (
 )
 
 
+def short_model_name(model: str) -> str:
+    """The model's last path part, without a .gguf suffix or the cache key of a dequantized GGUF folder:
+    the name IFEval and tinyMMLU files of one model are matched by."""
+    name = model_name(model).split("/")[-1].removesuffix(".gguf")
+    return re.sub(r"-[0-9a-f]{12}$", "", name)
+
+
 @dataclass
 class Condition:
     model: str
@@ -70,9 +77,7 @@ class Condition:
 
     @property
     def model_short(self) -> str:
-        """The model's last path part, without a .gguf suffix or the cache key of a dequantized GGUF folder."""
-        name = model_name(self.model).split("/")[-1].removesuffix(".gguf")
-        return re.sub(r"-[0-9a-f]{12}$", "", name)
+        return short_model_name(self.model)
 
     @property
     def label(self) -> str:
@@ -170,7 +175,7 @@ def attach_mmlu(study: Study) -> None:
         result = tables.read_result_file(path, ["tinymmlu_results"])
         meta = result.doc["metadata"]
         adapter = records.slug(meta["adapter"]) if meta.get("adapter") else None
-        key = (model_name(str(meta.get("model") or "?")).split("/")[-1], adapter, str(meta.get("precision")))
+        key = (short_model_name(str(meta.get("model") or "?")), adapter, str(meta.get("precision")))
         if key in taken:
             raise UserError(
                 f"{taken[key].name} and {path.name} are tinyMMLU runs of the same {' · '.join(map(str, key))}"

@@ -21,7 +21,9 @@ from sfteval.report.tables import format_acc
 from tests.conftest import ROOT
 
 GEMMA = "unsloth/gemma-3-270m"
-SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The reference as a dequantized GGUF's cache folder: files name it by its path, the report by its short name.
+SMOL = "/tmp/sfteval_cache/gguf/smollm2-135m-instruct-a288f53a2014"
+SHORT = {GEMMA: "gemma-3-270m", SMOL: "smollm2-135m-instruct"}
 N = 24
 LOOP_TAIL = " and so on" * 300
 ADAPTERS = {"S1": ("seed", 3407), "S2": ("seed", 1234)}  # FAST is left out: its rows must be skipped
@@ -121,7 +123,7 @@ def effect(found, name: str, precision: str) -> study.Effect:
 def test_conditions_are_labelled_from_their_metadata(loaded):
     labels = {c.label for c in loaded.conditions}
     assert labels == {
-        f"{adapter or model.split('/')[-1]} · {template} · {precision}"
+        f"{adapter or SHORT[model]} · {template} · {precision}"
         for model, adapter, template, precision, *_ in CONDITIONS
     }
     s2 = loaded.find("gemma-3-270m", "S2", "alpaca", "bf16")
@@ -156,6 +158,8 @@ def test_tinymmlu_is_matched_by_model_adapter_and_precision_for_every_template(l
     assert s1_alpaca[-1] == f"{baseline['letter']}: {format_acc(baseline['accuracy'], baseline['ci'])}"
     assert s1_raw[-2:] == s1_alpaca[-2:]
     assert s1_4bit[-2:] == ["–", "–"]
+    # A tinyMMLU file of a dequantized GGUF folder finds its IFEval rows through the short name.
+    assert loaded.find("smollm2-135m-instruct", None, "chat", "fp32").mmlu is not None
 
 
 def test_an_effect_is_the_difference_of_the_two_rows(found):
@@ -199,7 +203,7 @@ def test_missing_conditions_are_skipped_with_a_note(found, loaded):
     )
     assert f"- {notes[0]}" in study.markdown(loaded, "cmd")
     # The reference model has no adapter: it is a row of the main table, never part of an effect.
-    assert not any("SmolLM2" in e.a.label or "SmolLM2" in e.b.label for e in effects)
+    assert not any("smollm2" in e.a.label or "smollm2" in e.b.label for e in effects)
     assert {e.name for e in effects if e.name.startswith("precision")} == {"precision (4bit − bf16)"}
     assert len([e for e in effects if e.name.startswith("precision")]) == 3  # base raw, base alpaca, S1 alpaca
 
