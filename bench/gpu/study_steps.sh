@@ -7,8 +7,8 @@
 # from the seed recipe with two training seeds and from the fast recipe. Everything goes to $X
 # in the layout bench/study_report.py reads; a cut step resumes in the next call.
 #
-# The bench8b_* steps time the default eval_generate.py commands on a random-init Llama-3.1-8B
-# shape (bench/cli_bench.py) while the model's pieces are still arriving.
+# The bench8b_* steps, last, time the default eval_generate.py commands on a random-init
+# Llama-3.1-8B shape (bench/cli_bench.py) with whatever time the study leaves.
 #
 # For a CPU rehearsal of the plumbing (tiny runs, no 4-bit):
 #   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join study decode_paths
@@ -136,7 +136,7 @@ export M A AD TRAIN_EXTRA DRY_RUN
 # One adapter run (S1, alpaca, bf16) alone on the GPU through each decode path, for their speed on
 # a model whose answers stop early: eager, eval_generate.py's default (auto), and transformers'
 # continuous batching with its own request cap and with at most 64 requests a step. Each path gets
-# at most PATH_SECONDS; the report compares every path's greedy answers with eager's.
+# at most PATH_SECONDS; compare_ifeval.py then pairs each path's scored answers with eager's.
 declare -A PATH_FLAGS=([eager]="--speed eager" [auto]="" [continuous]="--speed continuous"
   [continuous-b64]="--speed continuous --batch-size 64")
 step_decode_paths() {

@@ -40,7 +40,6 @@ class ContinuousRun:
     """A started manager: `results()` yields finished requests; `knobs` says how transformers sized the run."""
 
     manager: Any
-    model: Any
     tokenizer: Any
     stop_ids: list[int]
     indices: dict[str, int]  # request id -> prompt index
@@ -165,7 +164,7 @@ def start(
                 list(ids), request_id=request_id, max_new_tokens=settings.max_new_tokens, eos_token_id=stop_ids
             )
             indices[request_id] = index
-        yield ContinuousRun(manager, base, tokenizer, stop_ids, indices, knobs)
+        yield ContinuousRun(manager, tokenizer, stop_ids, indices, knobs)
         failed = False
     finally:
         manager.stop(block=True, hard_stop=failed)
