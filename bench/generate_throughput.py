@@ -246,6 +246,9 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+SAMPLE_REPEATS = 3
+
+
 def timed_generate(model: Any, tokenizer: Any, batch: list[list[int]], new_tokens: int, options: dict) -> float:
     """Seconds for one generate call that must produce exactly `new_tokens` per row."""
     from sfteval.model import generation
@@ -305,11 +308,17 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
         step = (total - prefill) / max(new - 1, 1)
         result.update(method="full", ms_per_step_start=None, ms_per_step_mid=None)
     else:
-        start = (timed_generate(model, tokenizer, batch, 1 + steps, options) - prefill) / steps
+        # Each sampled figure is the difference of two calls: the fastest of SAMPLE_REPEATS calls
+        # each, so one slow call (a busy machine) cannot make the difference wrong or negative.
+        def timed(prompts: list[list[int]], new_tokens: int) -> float:
+            return min(timed_generate(model, tokenizer, prompts, new_tokens, options) for _ in range(SAMPLE_REPEATS))
+
+        prefill = timed(batch, 1)
+        start = (timed(batch, 1 + steps) - prefill) / steps
         # mid-length: the timed steps sit around a context of prompt + new/2 tokens, the mean step
         mid_batch = random_prompts(rows, prompt + new // 2 - steps // 2, vocab, 3, spread)
-        mid_prefill = timed_generate(model, tokenizer, mid_batch, 1, options)
-        mid = (timed_generate(model, tokenizer, mid_batch, 1 + steps, options) - mid_prefill) / steps
+        mid_prefill = timed(mid_batch, 1)
+        mid = (timed(mid_batch, 1 + steps) - mid_prefill) / steps
         step = mid
         total = prefill + step * (new - 1)
         result.update(method=f"sampled {steps}", ms_per_step_start=round(start * 1e3, 2))
@@ -317,7 +326,7 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
     peak = round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None
     kv_per_token = kv_bytes_per_token(model)
     result.update(
-        prefill_s=round(prefill, 3),
+        prefill_s=round(prefill, 4),
         ms_per_step=round(step * 1e3, 2),
         batch_seconds=round(total, 2),
         tokens_per_second=round(rows * new / total, 1),
