@@ -119,7 +119,10 @@ def test_scores_document_follows_the_documented_format(phi3_scores, ifeval_dir):
         "prompt_level_loose_acc_ci",
         "inst_level_loose_acc",
         "inst_level_loose_acc_ci",
+        "mean_of_four_acc",
     ]
+    four = [summary[f"{level}_level_{mode}_acc"] for level in ("prompt", "inst") for mode in ("strict", "loose")]
+    assert summary["mean_of_four_acc"] == pytest.approx(sum(four) / 4)
     for name in ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"):
         low, high = summary[f"{name}_ci"]
         assert low < summary[name] < high and high - low < 0.1
