@@ -4,7 +4,7 @@ instruct or finetuned model, and write eval_results/<model>[_<adapter>]_<precisi
 python eval_mmlu.py --model unsloth/Meta-Llama-3.1-8B --precision bf16
 python eval_mmlu.py --lora lora_model_4bit --precision 4bit
 python eval_mmlu.py --model unsloth/Meta-Llama-3.1-8B-Instruct --precision 4bit --template chat
-python eval_mmlu.py --model path/to/model --use-hf --precision fp32 --data ../shared/data/tinymmlu/tinyMMLU_test.jsonl --limit 10
+python eval_mmlu.py --model path/to/model --precision fp32 --data ../shared/data/tinymmlu/tinyMMLU_test.jsonl --limit 10
 
 Default prompt (--template none): the standard MMLU 0-shot text, "The following are multiple
 choice questions (with answers) about <subject>.", the question, "A. ..." to "D. ..." and
@@ -30,6 +30,11 @@ from sfteval.model.settings import ModelSettings
 
 @dataclass
 class MmluSettings:
+    loader: Literal["auto", "hf", "unsloth"] = cli.setting(
+        "auto",
+        "auto = transformers: scoring is one forward pass per batch, over in seconds, while importing unsloth "
+        "takes longer than that; unsloth on request",
+    )
     template: Literal["none", "chat", "alpaca"] = cli.setting(
         "none",
         "prompt format: none = the plain 0-shot MMLU text, as for a base model (the same prompt for every model, "
@@ -60,6 +65,17 @@ class MmluSettings:
                 raise cli.UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
+def choose_loader(model_settings: ModelSettings, loader: str) -> str:
+    """Sets ModelSettings.use_hf: --loader auto and hf load with transformers, only --loader unsloth with unsloth.
+    Returns the line that says so."""
+    if loader == "unsloth" and model_settings.use_hf:
+        raise cli.UserError("--use-hf contradicts --loader unsloth")
+    model_settings.use_hf = loader != "unsloth"
+    if loader == "auto":
+        return "loader: transformers (--loader auto; --loader unsloth to score with unsloth)"
+    return f"loader: {loader} (as flagged)"
+
+
 def output_name(model: str, adapter: str | None, precision: str, stamp: str) -> str:
     from sfteval.records import slug
 
@@ -73,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sfteval.mmlu import evaluate as mmlu
     from sfteval.model import loading
 
+    loader_line = choose_loader(model_settings, args.loader)
     loading.check_machine(model_settings.precision, model_settings.use_hf)  # before the hub dataset is fetched
     items, data = mmlu.load_items(args.data)  # a bad file or output folder fails here, before any model loads
     records.check_writable_folder(args.output_dir, "--output-dir")
@@ -84,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # unsloth returns empty logits unless told otherwise; this scorer needs them
     os.environ.setdefault("UNSLOTH_RETURN_LOGITS", "1")
     loaded = loading.load_model(model_settings.spec())
+    print(loader_line, file=sys.stderr)
     template = prompts.resolve_template(args.template, loaded.tokenizer)
     info = loaded.info
     adapter_template = (loaded.adapter_train_config or {}).get("template")

@@ -40,6 +40,28 @@ def test_template_defaults_to_none_and_refuses_auto():
         cli.parse_settings([ModelSettings, eval_mmlu.MmluSettings], ["--template", "auto"], None)
 
 
+@pytest.mark.parametrize(
+    ("argv", "use_hf", "printed"),
+    [
+        ([], True, "loader: transformers (--loader auto"),
+        (["--use-hf"], True, "loader: transformers (--loader auto"),
+        (["--loader", "hf"], True, "loader: hf (as flagged)"),
+        (["--loader", "unsloth"], False, "loader: unsloth (as flagged)"),
+    ],
+)
+def test_the_default_loader_is_transformers_and_unsloth_is_on_request(argv, use_hf, printed):
+    from sfteval.model.settings import ModelSettings
+
+    model, settings = cli.parse_settings([ModelSettings, eval_mmlu.MmluSettings], argv, None)
+    assert eval_mmlu.choose_loader(model, settings.loader).startswith(printed)
+    assert model.use_hf is use_hf
+
+
+def test_use_hf_contradicting_loader_unsloth_is_a_one_line_error(capsys):
+    assert cli.run(eval_mmlu.main, ["--use-hf", "--loader", "unsloth"]) == 2
+    assert "--use-hf contradicts --loader unsloth" in capsys.readouterr().err
+
+
 def test_output_name_follows_the_convention():
     assert (
         eval_mmlu.output_name("unsloth/Meta-Llama-3.1-8B", "out/lora_model_4bit/", "4bit", "20250101_120000")
