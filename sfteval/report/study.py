@@ -216,6 +216,16 @@ def loop_passes(condition: Condition) -> tuple[int, int] | None:
     return sum(bool(answers.answer_flags(row)["loop"]) for row in passes), len(passes)
 
 
+def pass_shares(condition: Condition) -> tuple[float, float] | None:
+    """Prompt-level strict passes on clean answers and on degenerate ones (a loop or an echo), each as
+    a share of all the condition's prompts; None without stop reasons."""
+    rows = condition.scores["per_prompt"]
+    if not answers.stop_reasons_known(rows):
+        return None
+    passes = [answers.answer_flags(row)["clean"] for row in rows if row["follow_all_strict"]]
+    return sum(passes) / len(rows), (len(passes) - sum(passes)) / len(rows)
+
+
 def mmlu_figures(doc: dict[str, Any]) -> dict[str, Any]:
     """Accuracy with its Wilson interval and the best constant-letter baseline, from the items."""
     items = doc["items"]
@@ -466,6 +476,25 @@ def degeneracy_lines(study: Study, found: Sequence[Effect]) -> list[str]:
             on_loops, passes = counts
             rows.append([c.label, str(passes), str(on_loops), f"{100 * on_loops / passes:.1f}%" if passes else "–"])
     lines += _table(["condition", "strict passes", "passes on loop answers", "share"], rows)
+    lines += [
+        "",
+        "Where each effect on prompt-level strict comes from: the change in passes on clean answers and in passes "
+        "on degenerate answers (loops or echoes), in points of all the pair's prompts; the two add up to the "
+        "effect. A model that stops instead of looping loses the passes its loops scored by chance.",
+        "",
+    ]
+    rows = []
+    for e in found:
+        a, b = pass_shares(e.a), pass_shares(e.b)
+        if a is None or b is None:
+            rows.append([_effect_name(e), f"{e.b.label} − {e.a.label}", "–", "–", "stop reasons not recorded"])
+            continue
+        on_clean, on_degenerate = b[0] - a[0], b[1] - a[1]
+        rows.append(
+            [_effect_name(e), f"{e.b.label} − {e.a.label}"]
+            + [signed_points(x) for x in (on_clean, on_degenerate, on_clean + on_degenerate)]
+        )
+    lines += _table(["effect", "B − A", "passes on clean answers", "passes on degenerate answers", "total"], rows)
     return lines
 
 

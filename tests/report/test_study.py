@@ -14,7 +14,7 @@ import pytest
 from test_report import check_png, tinymmlu_doc
 
 from sfteval import records
-from sfteval.ifeval import compare
+from sfteval.ifeval import answers, compare
 from sfteval.mmlu import letters
 from sfteval.report import study
 from sfteval.report.tables import format_acc
@@ -220,6 +220,23 @@ def test_clean_in_both_and_passes_on_loops(found, loaded):
         shares[c.label] = study.loop_passes(c)
         assert shares[c.label] == (sum(i < loops for i in passes), len(passes))
     assert any(on_loops for on_loops, _ in shares.values())  # some loop answers do pass
+
+
+def test_an_effect_splits_into_passes_on_clean_and_on_degenerate_answers(found, loaded):
+    effects, _ = found
+    assert any(study.pass_shares(e.a)[1] for e in effects)  # the fixture's loops and echoes do pass
+    for e in effects:
+        split = {}
+        for side, c in (("a", e.a), ("b", e.b)):
+            rows = c.scores["per_prompt"]
+            flags = [answers.answer_flags(row)["clean"] for row in rows if row["follow_all_strict"]]
+            split[side] = (flags.count(True) / len(rows), flags.count(False) / len(rows))
+            assert study.pass_shares(c) == pytest.approx(split[side])
+        on_clean = split["b"][0] - split["a"][0]
+        on_degenerate = split["b"][1] - split["a"][1]
+        assert on_clean + on_degenerate == pytest.approx(e.metric("prompt_level_strict_acc")["difference"])
+    report = study.markdown(loaded, "cmd")
+    assert "| effect | B − A | passes on clean answers | passes on degenerate answers | total |" in report
 
 
 def test_cli_writes_report_and_charts(study_dir, tmp_path):
