@@ -88,3 +88,25 @@ step_fourth() { together gen_hf_8bit gen_unsloth_8bit gen_hf_4bit_compiled; }
 # 8-bit goes in one batch of 541. Seventh session: with the three others on the GPU it did not
 # finish in 493 s (nor, resumed at 271 rows, in 520 s); give it a call of its own.
 step_fifth() { together gen_unsloth_bf16 gen_unsloth_4bit gen_unsloth_8bit_one_batch gen_hf_4bit_once; }
+
+# The decode paths on a real instruct model whose answers stop at many lengths (about half of
+# SmolLM2's 541 answers end before 1,280 tokens), each alone on the GPU with at most PATH_SECONDS:
+# eager in one batch of 541 (the controlled study's decode path, so this file is also its
+# reference row), eval_generate.py's default, and transformers' continuous batching with its own
+# request cap and with 64 requests a step. compare_ifeval.py then pairs each with eager's answers.
+# GEN_EXTRA (e.g. "--limit 3 --max-new-tokens 8") shrinks the runs for a CPU rehearsal.
+declare -A PATH_FLAGS=([eager]="--speed eager --batch-size 541" [auto]="" [continuous]="--speed continuous"
+  [continuous-b64]="--speed continuous --batch-size 64")
+step_decode_paths() {
+  mkdir -p $X/decode_paths
+  local path out
+  for path in eager auto continuous continuous-b64; do
+    out=$X/decode_paths/smollm2-135m-instruct_bf16_$path.json
+    [ -f $out ] && continue
+    rm -f ${out%.json}.partial.jsonl
+    timeout ${PATH_SECONDS:-150} python3 eval_generate.py --model $M --precision bf16 --prompts $P --output $out \
+      --no-progress ${PATH_FLAGS[$path]} $GEN_EXTRA >> $X/logs/decode_paths_$path.log 2>&1
+    echo "$path rc=$? $(tail -2 $X/logs/decode_paths_$path.log | head -1)"
+  done
+}
+
