@@ -11,7 +11,7 @@
 # random-init Llama-3.1-8B shape (bench/cli_bench.py) with whatever time the study leaves.
 #
 # For a CPU rehearsal of the plumbing (tiny runs, no 4-bit):
-#   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join study decode_paths
+#   DRY_RUN=1 GGUF_FILE=model.gguf X=/tmp/gx_dry STEPS_FILE=bench/gpu/study_steps.sh bash bench/gpu/run_steps.sh 900 join study
 X=${X:-/tmp/gx}
 A=$DATA/alpaca_cleaned/alpaca_data_cleaned_first5000.json
 P=$DATA/ifeval/input_data.jsonl
@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(join:150 study:420 decode_paths:300 bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300 bench8b_train:300)
+STEPS=(join:150 study:420 bench8b_build:90 bench8b_bf16:280 bench8b_4bit:300 bench8b_train:300)
 
 step_bench8b_build() { python3 bench/generate_throughput.py --build --shape 8b --model-dir /tmp/m8b; }
 bench8b() {
@@ -139,22 +139,3 @@ step_study() {
 }
 export -f train train_fast
 export M A AD TRAIN_EXTRA DRY_RUN
-
-# One adapter run (S1, alpaca, bf16) alone on the GPU through each decode path, for their speed on
-# a model whose answers stop early: eager, eval_generate.py's default (auto), and transformers'
-# continuous batching with its own request cap and with at most 64 requests a step. Each path gets
-# at most PATH_SECONDS; compare_ifeval.py then pairs each path's scored answers with eager's.
-declare -A PATH_FLAGS=([eager]="--speed eager" [auto]="" [continuous]="--speed continuous"
-  [continuous-b64]="--speed continuous --batch-size 64")
-step_decode_paths() {
-  mkdir -p $X/decode_paths
-  local path out
-  for path in eager auto continuous continuous-b64; do
-    out=$X/decode_paths/gemma3-270m_S1_alpaca_${BF16}_$path.json
-    [ -f $out ] && continue
-    rm -f ${out%.json}.partial.jsonl
-    timeout ${PATH_SECONDS:-200} python3 eval_generate.py --model $M --lora $AD/S1 --precision $BF16 --prompts $P \
-      --output $out --no-progress $GEN_EXTRA ${PATH_FLAGS[$path]} >> $X/logs/decode_paths_$path.log 2>&1
-    echo "$path rc=$? $(tail -2 $X/logs/decode_paths_$path.log | head -1)"
-  done
-}
