@@ -43,7 +43,7 @@ from typing import Any, Literal
 from sfteval import distributed, records
 from sfteval.cli import UserError, setting, tqdm_disable
 from sfteval.ifeval import prompts as ifeval_prompts
-from sfteval.model import generation
+from sfteval.model import attention, generation
 
 KIND = "ifeval_responses"
 PARTIAL_KIND = "ifeval_responses_partial"
@@ -142,6 +142,11 @@ class RunConfig:
         "force GQA decode: each key/value head of the cache read once per new token instead of once per "
         "query head it serves (same attention, sfteval/model/attention.py)",
     )
+    flex_decode: bool = setting(
+        True,
+        "in a compiled GQA decode step, read only the static cache's blocks that hold tokens (torch flex "
+        "attention) rather than the whole preallocated cache through SDPA",
+    )
     dequantize_once: bool = setting(
         False,
         "4bit with transformers: NF4 weights dequantized to bf16 once at load (the 4-bit weights at bf16's "
@@ -202,6 +207,7 @@ class SpeedPlan:
     compile: bool
     gqa_decode: bool
     reason: str
+    flex_decode: bool = False
 
 
 @dataclass
@@ -548,6 +554,7 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
             f"answer's place taken by the next prompt at once, {requests} requests per step",
         )
     forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "")
+    forced.flex_decode = forced.compile and forced.gqa_decode and config.flex_decode
     if config.speed == "eager" or not has_cuda or loader != "hf":
         why = "--speed eager" if config.speed == "eager" else ("no CUDA GPU" if not has_cuda else f"{loader} loader")
         forced.reason = f"as flagged ({why}): " + describe_speed(forced)
@@ -557,6 +564,7 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
     chosen = SpeedPlan(
         static_cache=forced.static_cache or long_run, compile=forced.compile or long_run, gqa_decode=True, reason=""
     )
+    chosen.flex_decode = chosen.compile and config.flex_decode
     size = f"{steps} decode steps ({math.ceil(n_prompts / batch_size)} batches x {config.max_new_tokens})"
     if long_run:
         chosen.reason = f"auto: {describe_speed(chosen)}, since {size} repay the compile; --speed eager to skip it"
@@ -570,7 +578,8 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
 
 def describe_speed(speed: SpeedPlan) -> str:
     parts = ["static cache + compiled step" if speed.compile else "static cache" if speed.static_cache else "eager"]
-    return " + ".join(parts + (["GQA decode"] if speed.gqa_decode else []))
+    decode = "GQA decode over the filled cache blocks (flex)" if speed.flex_decode else "GQA decode"
+    return " + ".join(parts + ([decode] if speed.gqa_decode else []))
 
 
 def speed_options(config: RunConfig, speed: SpeedPlan, longest_prompt: int) -> dict[str, Any]:
@@ -581,7 +590,7 @@ def speed_options(config: RunConfig, speed: SpeedPlan, longest_prompt: int) -> d
     # decode step is reused instead of recompiled per batch.
     options: dict[str, Any] = {
         "cache_implementation": "static",
-        "max_cache_len": longest_prompt + config.max_new_tokens,
+        "max_cache_len": attention.static_cache_length(longest_prompt, config.max_new_tokens, speed.flex_decode),
     }
     if not speed.compile:
         options["disable_compile"] = True
@@ -820,13 +829,13 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     if config.speed == "continuous":  # the requests per step; None: transformers sizes them
         batch_size = config.batch_size
     else:
-        batch_size = config.batch_size or auto_batch_size(model, len(encoded), longest, config.max_new_tokens)
+        # Sized for the longest cache any path allocates (FLEX_DECODE's, whole blocks).
+        cache_prompt = attention.static_cache_length(longest, config.max_new_tokens, True) - config.max_new_tokens
+        batch_size = config.batch_size or auto_batch_size(model, len(encoded), cache_prompt, config.max_new_tokens)
     speed = plan_speed(config, job.loader, job.has_cuda, len(encoded), batch_size)
     log(f"decode path: {speed.reason}")
     if speed.gqa_decode:
-        from sfteval.model import attention
-
-        attention.use_gqa_decode(model)
+        attention.use_gqa_decode(model, flex=speed.flex_decode)
     nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
     if config.dequantize_once:
         from sfteval.model import nf4
@@ -942,6 +951,7 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
         "compile": ready.speed.compile,
         "compile_mode": config.compile_mode if ready.speed.compile else None,
         "gqa_decode": ready.speed.gqa_decode,
+        "flex_decode": ready.speed.flex_decode,
         "speed_reason": ready.speed.reason,
         "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),
@@ -1215,6 +1225,7 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             "static_cache": ready.speed.static_cache,
             "compile": ready.speed.compile,
             "gqa_decode": ready.speed.gqa_decode,
+            "flex_decode": ready.speed.flex_decode,
             "compiled": any(b.get("compiled") for b in partial.batches),
             # transformers' continuous batching as the last --speed continuous session sized it
             "continuous": continuous_knobs,

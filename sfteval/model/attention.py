@@ -1,7 +1,8 @@
-"""Two attention implementations this project registers with transformers, both SDPA underneath.
+"""Attention implementations this project registers with transformers.
 
 `GQA_DECODE`, for generation: the decode step reads each key/value head once under grouped-query
-attention.
+attention. `FLEX_DECODE` does the same and, in a compiled decode step over a static cache, reads
+only the cache blocks that hold tokens.
 
 transformers' SDPA path copies every key/value head `num_key_value_groups` times (`repeat_kv`)
 whenever an attention mask is present, and batched IFEval generation always has one (left
@@ -11,6 +12,13 @@ head can instead stand in for the query positions of that head: one SDPA call ov
 (batch, kv_heads, groups, head_dim) queries against the cache as it is, with the same padding
 mask. The arithmetic is the same attention; prefill and models without grouped heads take
 transformers' own SDPA path unchanged.
+
+A static cache is allocated at its final length (longest prompt + max new tokens), and SDPA reads
+all of it at every step, the empty tail included: with IFEval's 1,280 new tokens, about twice the
+bytes the filled part holds, on average over an answer. Under torch.compile, `FLEX_DECODE` hands
+the step to torch's flex attention with a block mask built from the padding mask: only 128-token
+blocks with at least one visible token are read. Outside a compiled region (where flex attention
+would run unfused) it is `GQA_DECODE`.
 
 `VARLEN`, for padding-free training: a packed row of several examples goes through flash
 attention's variable-length kernel, one causal block per example, instead of SDPA with a dense
@@ -25,7 +33,10 @@ from typing import Any
 from sfteval.model import loading
 
 GQA_DECODE = "sdpa_gqa_decode"
+FLEX_DECODE = "flex_gqa_decode"
 VARLEN = "sdpa_varlen"
+# flex attention's key/value block: a static cache for FLEX_DECODE is a whole number of these.
+KV_BLOCK = 128
 
 
 def gqa_decode_sdpa(
@@ -55,6 +66,73 @@ def gqa_decode_sdpa(
         grouped, key, value, attn_mask=attention_mask, dropout_p=dropout if module.training else 0.0, scale=scaling
     )
     return output.reshape(batch, heads, 1, head_dim).transpose(1, 2).contiguous(), None
+
+
+def visible_blocks(mask: Any) -> Any:
+    """flex attention's BlockMask for one decode step from its boolean mask (batch, 1, 1, kv_length):
+    the blocks holding a visible token, in cache order, with the mask itself applied inside them."""
+    import torch
+    from torch.nn.attention.flex_attention import BlockMask
+
+    visible = mask[:, 0, -1, :]
+    batch, length = visible.shape
+    blocks = visible.reshape(batch, length // KV_BLOCK, KV_BLOCK).any(-1)
+    count = blocks.sum(-1, dtype=torch.int32).reshape(batch, 1, 1)
+    # Visible blocks first, each row's in cache order (the rest are never read).
+    order = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+
+    def mask_mod(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        return visible[b, kv]
+
+    return BlockMask.from_kv_blocks(
+        count, order.reshape(batch, 1, 1, -1), BLOCK_SIZE=KV_BLOCK, mask_mod=mask_mod,
+        seq_lengths=(1, length), compute_q_blocks=False,
+    )  # fmt: skip
+
+
+def flex_decode_step(query: Any, key: Any, value: Any, mask: Any, scaling: float | None) -> Any:
+    """One decode step through flex attention over the visible blocks: (batch, heads, 1, dim) out."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if mask.shape[0] != query.shape[0]:
+        mask = mask.expand(query.shape[0], *mask.shape[1:])
+    grouped = query.shape[1] != key.shape[1]
+    return flex_attention(query, key, value, block_mask=visible_blocks(mask), scale=scaling, enable_gqa=grouped)
+
+
+def flex_gqa_decode(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    import torch
+
+    flex = (
+        torch.compiler.is_compiling()
+        and query.shape[2] == 1
+        and attention_mask is not None
+        and attention_mask.dtype == torch.bool
+        and key.shape[2] % KV_BLOCK == 0
+        and kwargs.get("position_bias") is None
+        and not (dropout and module.training)
+    )
+    if not flex:
+        return gqa_decode_sdpa(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
+    return flex_decode_step(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
+
+
+def static_cache_length(longest_prompt: int, max_new_tokens: int, flex: bool) -> int:
+    """The static cache's length: the longest prompt + max new tokens, whole KV_BLOCKs for FLEX_DECODE."""
+    length = longest_prompt + max_new_tokens
+    return -(-length // KV_BLOCK) * KV_BLOCK if flex else length
 
 
 def packed_lengths(position_ids: Any) -> dict[str, Any] | None:
@@ -150,21 +228,24 @@ def varlen_sdpa(
 
 
 def register() -> None:
-    """Make GQA_DECODE and VARLEN names transformers accepts as attention implementations (masks: SDPA's)."""
+    """Make GQA_DECODE, FLEX_DECODE and VARLEN names transformers accepts as attention implementations
+    (masks: SDPA's)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(GQA_DECODE, gqa_decode_sdpa)
     AttentionMaskInterface.register(GQA_DECODE, sdpa_mask)
+    AttentionInterface.register(FLEX_DECODE, flex_gqa_decode)
+    AttentionMaskInterface.register(FLEX_DECODE, sdpa_mask)
     AttentionInterface.register(VARLEN, varlen_sdpa)
     AttentionMaskInterface.register(VARLEN, sdpa_mask)
 
 
-def use_gqa_decode(model: Any) -> str:
-    """Switch a loaded transformers model (or a PEFT model around one) to GQA_DECODE."""
+def use_gqa_decode(model: Any, flex: bool = False) -> str:
+    """Switch a loaded transformers model (or a PEFT model around one) to GQA_DECODE, or FLEX_DECODE."""
     register()
     inner = loading.unwrap_peft(model)
-    inner.set_attn_implementation(GQA_DECODE)
+    inner.set_attn_implementation(FLEX_DECODE if flex else GQA_DECODE)
     return inner.config._attn_implementation
 
 

@@ -65,6 +65,61 @@ def test_registered_name_loads_and_generates_like_sdpa(tiny_llama_dir, monkeypat
     assert (1, True) in calls and any(q > 1 for q, _ in calls)
 
 
+@pytest.mark.parametrize("groups", [1, 4])
+def test_flex_decode_step_reads_the_visible_blocks_and_matches_sdpa(groups):
+    """A decode step over a cache of 3 blocks, 2 of them visible to the last row only: the block mask
+    lists just the blocks holding visible tokens, and the attention equals SDPA over the whole cache."""
+    torch.manual_seed(0)
+    batch, kv_heads, dim, length = 3, 2, 16, 3 * attention.KV_BLOCK
+    query = torch.randn(batch, kv_heads * groups, 1, dim)
+    key, value = torch.randn(2, batch, kv_heads, length, dim).unbind(0)
+    first, last = torch.tensor([0, 37, 200]), 250  # left padding per row; the step's position
+    positions = torch.arange(length)
+    mask = ((positions[None, :] >= first[:, None]) & (positions[None, :] <= last))[:, None, None, :]
+    blocks = attention.visible_blocks(mask)
+    assert blocks.kv_num_blocks.reshape(-1).tolist() == [2, 2, 1]
+    assert blocks.kv_indices[2, 0, 0, 0].item() == 1  # row 2's only visible block is the second
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=dim**-0.5, enable_gqa=groups > 1
+    )
+    got = attention.flex_decode_step(query, key, value, mask, dim**-0.5)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_decode_generates_like_sdpa_over_a_static_cache(tiny_llama_dir, monkeypatch):
+    """Greedy, left-padded generation over a static cache of whole blocks gives the same tokens through
+    the flex step as through SDPA. The flex branch is taken where torch compiles; here it is forced
+    (flex attention then runs unfused) to check the shapes and masks transformers hands it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sfteval.model import loading
+
+    steps = []
+    original = attention.flex_decode_step
+
+    def spy(query, key, value, mask, scaling):
+        steps.append(key.shape[2])
+        return original(query, key, value, mask, scaling)
+
+    monkeypatch.setattr(attention, "flex_decode_step", spy)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    loading.ensure_pad_token(tokenizer)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    batch = tokenizer(["a much longer prompt than the other one", "short"], return_tensors="pt", padding=True)
+    cache = attention.static_cache_length(batch["input_ids"].shape[1], 12, flex=True)
+    assert cache == attention.KV_BLOCK
+    kwargs = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    kwargs.update(cache_implementation="static", max_cache_len=cache, disable_compile=True)
+    with torch.no_grad():
+        reference = model.generate(**batch, **kwargs)
+        assert attention.use_gqa_decode(model, flex=True) == attention.FLEX_DECODE
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        got = model.generate(**batch, **kwargs)
+    assert torch.equal(got, reference)
+    assert len(steps) == 11 * model.config.num_hidden_layers and set(steps) == {cache}
+
+
 def test_packed_lengths_from_position_ids():
     positions = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
     lengths = attention.packed_lengths(positions)
