@@ -49,8 +49,9 @@ def main() -> None:
     query = torch.randn(args.batch, args.heads, 1, args.dim, device=device, dtype=dtype)
     key, value = torch.randn(2, args.batch, args.kv_heads, args.cache, args.dim, device=device, dtype=dtype).unbind(0)
     scaling = args.dim**-0.5
-    sdpa = torch.compile(sdpa_step)
-    flex = torch.compile(attention.flex_decode_step)
+    # fullgraph: a graph break here would also break transformers' compiled decode step.
+    sdpa = torch.compile(sdpa_step, fullgraph=True)
+    flex = torch.compile(attention.flex_decode_step, fullgraph=True)
     positions = torch.arange(args.cache, device=device)
     first = torch.randint(0, 100, (args.batch,), device=device)  # left padding per row
     for filled in (args.cache // 8, args.cache // 2, args.cache - 1):
