@@ -13,7 +13,8 @@ keeps the runs that finished.
       --run "train.py --model M --dataset D --max-steps 30 --report-to none"
 
 A record: script, args (the flags given), gpu, n_prompts (generation) or tokens (training),
-process_seconds, tokens_per_second (as the script measured it over its own work),
+process_seconds, tokens_per_second (as the script measured it over its own work; for train.py
+also steady_tokens_per_second, its rate after the first steps' compile and warm-up),
 process_tokens_per_second (tokens / process_seconds), peak_gpu_memory_gb, load_seconds,
 returncode, git_commit, versions, and the last lines of the run's output.
 """
@@ -72,11 +73,13 @@ def read_result(script: str, stdout: str, scratch: Path) -> dict[str, Any]:
         config_files = sorted(scratch.glob("**/train_config.json"))
         if not config_files:
             return {}
-        meta = json.loads(config_files[-1].read_text(encoding="utf-8"))
-        result = meta.get("results") or {}
+        document = json.loads(config_files[-1].read_text(encoding="utf-8"))
+        result, meta = document.get("results") or {}, document.get("metadata") or {}
         return {
             "tokens": result.get("tokens_seen") or result.get("train_tokens"),
             "tokens_per_second": result.get("tokens_per_second"),
+            "steady_tokens_per_second": result.get("steady_tokens_per_second"),
+            "steady_from_step": result.get("steady_from_step"),
             "peak_gpu_memory_gb": result.get("peak_gpu_memory_gb"),
             "metadata": {k: meta.get(k) for k in ("git_commit", "library_versions", "gpu", "recipe")},
         }

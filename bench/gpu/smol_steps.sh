@@ -95,6 +95,8 @@ step_fifth() { together gen_unsloth_bf16 gen_unsloth_4bit gen_unsloth_8bit_one_b
 # reference row), eval_generate.py's default, and transformers' continuous batching with its own
 # request cap and with 64 requests a step. compare_ifeval.py then pairs each with eager's answers.
 # GEN_EXTRA (e.g. "--limit 3 --max-new-tokens 8") shrinks the runs for a CPU rehearsal.
+# A path needs minutes: eager at batch 181 took 271 s on an H100 (2026-11-27), and with 105 s each
+# none of the four finished (2026-12-07). A path cut by the call's end starts over in the next call.
 declare -A PATH_FLAGS=([eager]="--speed eager --batch-size 541" [auto]="" [continuous]="--speed continuous"
   [continuous-b64]="--speed continuous --batch-size 64")
 step_decode_paths() {
@@ -104,7 +106,7 @@ step_decode_paths() {
     out=$X/decode_paths/smollm2-135m-instruct_bf16_$path.json
     [ -f $out ] && continue
     rm -f ${out%.json}.partial.jsonl
-    timeout ${PATH_SECONDS:-150} python3 eval_generate.py --model $M --precision bf16 --prompts $P --output $out \
+    timeout ${PATH_SECONDS:-330} python3 eval_generate.py --model $M --precision bf16 --prompts $P --output $out \
       --no-progress ${PATH_FLAGS[$path]} $GEN_EXTRA >> $X/logs/decode_paths_$path.log 2>&1
     echo "$path rc=$? $(tail -2 $X/logs/decode_paths_$path.log | head -1)"
   done

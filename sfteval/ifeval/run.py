@@ -960,7 +960,7 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
     }
     side = open_side_file(job, session, log)
     knobs = " | static cache" + (" + compile" if ready.speed.compile else "") if ready.speed.static_cache else ""
-    knobs += " | GQA decode" if ready.speed.gqa_decode else ""
+    knobs += (" | GQA decode" + (" (flex)" if ready.speed.flex_decode else "")) if ready.speed.gqa_decode else ""
     knobs += " | continuous batching" if config.speed == "continuous" else ""
     log(
         f"[{job.model_name} | adapter {config.adapter} | {config.precision} | {job.loader} | template "

@@ -769,7 +769,12 @@ def run(settings: TrainSettings, recipe: dict[str, str] | None = None) -> Path:
             if tokenized.val
             else ""
         )
-        + f", {results['tokens_seen']:,} tokens at {results['tokens_per_second']:,.0f} tokens/s",
+        + f", {results['tokens_seen']:,} tokens at {results['tokens_per_second']:,.0f} tokens/s"
+        + (
+            f" ({results['steady_tokens_per_second']:,.0f} tokens/s from step {results['steady_from_step']} on)"
+            if results.get("steady_tokens_per_second")
+            else ""
+        ),
         file=sys.stderr,
     )
     return paths.output
@@ -855,6 +860,7 @@ def make_train_config(
             "eval_loss_initial": eval_logs[0]["eval_loss"] if eval_logs and settings.eval_on_start else None,
             "eval_loss_final": eval_final,
             "tokens_per_second": round(session_tokens / train_seconds, 1) if train_seconds > 0 else None,
+            **steady_throughput(throughput),
             "train_seconds": round(train_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "peak_gpu_memory_gb": memory["peak_allocated_gb"] if memory else None,
@@ -863,6 +869,23 @@ def make_train_config(
         },
         log_history=state.log_history,
     )
+
+
+# The first steps of a run compile (the fast recipes compile each decoder layer, and a new packed
+# length can recompile) and warm the allocator; the rate after them is what a long run gets.
+STEADY_FROM_STEP = 5
+
+
+def steady_throughput(throughput: Any) -> dict[str, Any]:
+    """Tokens/s over this session's steps from STEADY_FROM_STEP on; empty when it had too few."""
+    window = throughput.window(first_step=throughput.steps_at_start + STEADY_FROM_STEP)
+    if not window or window["steps"] < 2 or window["seconds"] <= 0:
+        return {}
+    return {
+        "steady_tokens_per_second": round(window["tokens_per_second"], 1),
+        "steady_steps": window["steps"],
+        "steady_from_step": throughput.steps_at_start + STEADY_FROM_STEP,
+    }
 
 
 def save_adapter(loaded: loading.LoadedModel, paths: RunPaths, train_config: dict[str, Any]) -> None:

@@ -163,6 +163,10 @@ def test_smollm2_on_real_alpaca_lowers_the_held_out_loss(tmp_path, capsys, smoll
     assert results["eval_loss_final"] < results["eval_loss_initial"] - 0.05
     assert results["global_step"] == 20 and results["tokens_seen"] > 20 * 2 * 40
     assert results["tokens_per_second"] > 0 and results["train_seconds"] > 0
+    # The rate after the first steps (compile, warm-up): steps 5 to 20.
+    assert (results["steady_from_step"], results["steady_steps"]) == (5, 15)
+    assert results["steady_tokens_per_second"] > 0
+    assert "tokens/s from step 5 on)" in err
     # Overlong examples: counted, recorded and printed.
     assert stats["n_dropped_overlong"] > 0 and stats["n_train"] + stats["n_val"] + stats["n_dropped_overlong"] == 120
     assert f"dropped {stats['n_dropped_overlong']} of 120 examples" in err

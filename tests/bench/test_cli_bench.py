@@ -1,0 +1,41 @@
+"""cli_bench reads each script's figures from the file the script wrote."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("cli_bench", ROOT / "bench" / "cli_bench.py")
+cli_bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cli_bench)
+
+
+def test_train_figures_and_metadata_come_from_train_config(tmp_path):
+    """train_config.json is an envelope: GPU, commit and versions sit under `metadata`."""
+    config = {
+        "kind": "train_config",
+        "metadata": {
+            "git_commit": "abc1234",
+            "library_versions": {"torch": "2.11.0"},
+            "gpu": {"name": "NVIDIA H100 80GB HBM3", "count": 1},
+            "recipe": {"name": "fast-80gb"},
+        },
+        "results": {
+            "tokens_seen": 176045,
+            "tokens_per_second": 1882.3,
+            "steady_tokens_per_second": 13012.5,
+            "steady_from_step": 5,
+            "peak_gpu_memory_gb": 55.3,
+        },
+    }
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "train_config.json").write_text(json.dumps(config))
+    found = cli_bench.read_result("train.py", "", tmp_path)
+    assert found["tokens"] == 176045 and found["tokens_per_second"] == 1882.3
+    assert (found["steady_tokens_per_second"], found["steady_from_step"]) == (13012.5, 5)
+    assert found["metadata"]["gpu"]["name"] == "NVIDIA H100 80GB HBM3"
+    assert found["metadata"]["git_commit"] == "abc1234" and found["metadata"]["recipe"] == {"name": "fast-80gb"}
+
+
+def test_a_train_run_without_its_file_gives_no_figures(tmp_path):
+    assert cli_bench.read_result("train.py", "", tmp_path) == {}
