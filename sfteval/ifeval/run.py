@@ -826,6 +826,12 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     template = prompts.resolve_template(config.template, tokenizer, adapter_template)
     encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
     longest = max(len(ids) for ids in encoded)
+    nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
+    if config.dequantize_once:  # before the batch is sized: the bf16 weights take their memory first
+        from sfteval.model import nf4
+
+        log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
+        nf4_dequantize = "once"
     if config.speed == "continuous":  # the requests per step; None: transformers sizes them
         batch_size = config.batch_size
     else:
@@ -836,12 +842,6 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     log(f"decode path: {speed.reason}")
     if speed.gqa_decode:
         attention.use_gqa_decode(model, flex=speed.flex_decode)
-    nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
-    if config.dequantize_once:
-        from sfteval.model import nf4
-
-        log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
-        nf4_dequantize = "once"
     if speed.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
         if config.precision == "8bit" and config.llm_int8_threshold > 0:
             # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
