@@ -64,6 +64,10 @@ COMPILE_MIN_DECODE_STEPS = 1024
 GPU_MEMORY_SHARE = 0.9
 GPU_RESERVE_BYTES = 2 * 1024**3
 
+# --dequantize-once by default: when the bf16 copies of the NF4 weights take at most this share
+# of the free GPU memory, the rest being left to the KV cache.
+DEQUANTIZE_ONCE_MAX_SHARE = 0.5
+
 # Fields of `settings` that can be known before the model is loaded; the template and the
 # stop tokens need the tokenizer and are compared once it is loaded.
 LATE_SETTINGS = ("template", "stop_token_ids")
@@ -147,10 +151,15 @@ class RunConfig:
         "in a compiled GQA decode step, read only the static cache's blocks that hold tokens (torch flex "
         "attention) rather than the whole preallocated cache through SDPA",
     )
-    dequantize_once: bool = setting(
-        False,
+    dequantize_once: bool | None = setting(
+        None,
         "4bit with transformers: NF4 weights dequantized to bf16 once at load (the 4-bit weights at bf16's "
-        "speed and memory; answers may differ from bitsandbytes' kernel by rounding)",
+        "speed and memory). Default: on a CUDA GPU with --speed auto, when the bf16 copies take at most half "
+        "the free memory (the same weights and matmuls as the compiled step's per-step dequantization); "
+        "false keeps them 4-bit",
+        nargs="?",
+        const=True,
+        metavar="true|false",
     )
     output: str | None = setting(None, "a .json file name, or a folder (default: eval_responses/)", metavar="PATH")
     resume: str | None = setting(
@@ -576,6 +585,21 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
     return chosen
 
 
+def auto_dequantize(config: RunConfig, loader: str, has_cuda: bool) -> bool:
+    """Whether --dequantize-once is left to the free memory (see dequantize_fits)."""
+    return (
+        config.dequantize_once is None
+        and config.precision == "4bit"
+        and loader == "hf"
+        and has_cuda
+        and config.speed == "auto"
+    )
+
+
+def dequantize_fits(bf16_bytes: int, free_bytes: int) -> bool:
+    return bf16_bytes <= DEQUANTIZE_ONCE_MAX_SHARE * free_bytes
+
+
 def describe_speed(speed: SpeedPlan) -> str:
     parts = ["static cache + compiled step" if speed.compile else "static cache" if speed.static_cache else "eager"]
     decode = "GQA decode over the filled cache blocks (flex)" if speed.flex_decode else "GQA decode"
@@ -827,7 +851,22 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     encoded = [prompts.encode(tokenizer, prompts.render(template, tokenizer, r["prompt"])) for r in job.selected]
     longest = max(len(ids) for ids in encoded)
     nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
-    if config.dequantize_once:  # before the batch is sized: the bf16 weights take their memory first
+    once = bool(config.dequantize_once)
+    if auto_dequantize(config, job.loader, job.has_cuda):
+        import torch
+
+        from sfteval.model import nf4
+
+        needed, free = nf4.dequantized_bytes(model), torch.cuda.mem_get_info()[0]
+        once = dequantize_fits(needed, free)
+        sizes = f"{needed / 1e9:.1f} GB of the {free / 1e9:.1f} GB free"
+        log(
+            f"4-bit: auto: NF4 weights dequantized to bf16 once ({sizes}): the compiled step's weights and "
+            "matmuls at bf16's speed; --dequantize-once false keeps them 4-bit"
+            if once
+            else f"4-bit: auto: NF4 weights stay 4-bit (bf16 copies would take {sizes}, over half)"
+        )
+    if once:  # before the batch is sized: the bf16 weights take their memory first
         from sfteval.model import nf4
 
         log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
@@ -850,7 +889,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             speed.compile = False
         elif not loading.allow_bitsandbytes_compile(model):
             log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
-        elif config.precision == "4bit" and not config.dequantize_once:
+        elif config.precision == "4bit" and nf4_dequantize != "once":
             from sfteval.model import nf4
 
             # 8B shape, H100 (bench/README.md): a compiled 4-bit step took 2.7x bf16's time with

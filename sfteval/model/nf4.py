@@ -114,6 +114,17 @@ def dequantized_linear(layer: Any) -> torch.nn.Linear:
     return linear
 
 
+def dequantized_bytes(model: Any) -> int:
+    """Bytes the NF4 layers' weights take once dequantized to bf16."""
+    from bitsandbytes.nn import Linear4bit
+
+    return sum(
+        2 * layer.in_features * layer.out_features
+        for layer in model.modules()
+        if isinstance(layer, Linear4bit) and layer.weight.quant_state.quant_type == "nf4"
+    )
+
+
 def dequantize_once(model: Any) -> int:
     """Every NF4 layer becomes a bf16 `Linear` with its dequantized weight, once, at load.
 

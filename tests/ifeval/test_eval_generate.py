@@ -290,6 +290,36 @@ def test_speed_auto_compiles_long_gpu_runs_only():
     eager = plan(speed="eager", gqa_decode=True)
     assert (eager.static_cache, eager.compile, eager.gqa_decode) == (False, False, True)
     assert plan(n=64, batch=64, max_new_tokens=256, compile=True).compile is True  # a flag forces its knob
+    # The compiled step reads the filled cache blocks through flex attention, unless told not to.
+    assert full.flex_decode and "(flex)" in full.reason and not short.flex_decode
+    assert plan(flex_decode=False).flex_decode is False
+    assert plan(speed="eager", compile=True, gqa_decode=True).flex_decode is True
+
+
+def test_four_bit_dequantizes_once_by_default_where_memory_allows():
+    from sfteval import cli
+    from sfteval.ifeval import run as ifeval_run
+
+    def config(*flags):
+        return cli.parse_settings([ifeval_run.RunConfig], ["--model", "m", "--precision", "4bit", *flags], None)[0]
+
+    assert [config(*f).dequantize_once for f in ([], ["--dequantize-once"], ["--dequantize-once", "false"])] == [
+        None,
+        True,
+        False,
+    ]
+    auto = ifeval_run.auto_dequantize
+    assert auto(config(), "hf", True)
+    assert not any(
+        (auto(config("--dequantize-once", "false"), "hf", True), auto(config("--dequantize-once"), "hf", True))
+    )  # a flag decides
+    assert not auto(config(), "hf", False) and not auto(config(), "unsloth", True)
+    assert not auto(config("--speed", "eager"), "hf", True)
+    bf16 = cli.parse_settings([ifeval_run.RunConfig], ["--model", "m", "--precision", "bf16"], None)[0]
+    assert not auto(bf16, "hf", True)
+    # Llama-3.1-8B's NF4 layers in bf16 are about 13 GB: yes with 74 GB free (an 80 GB card), no with 18 (24 GB).
+    assert ifeval_run.dequantize_fits(13 * 10**9, 74 * 10**9)
+    assert not ifeval_run.dequantize_fits(13 * 10**9, 18 * 10**9)
 
 
 def test_config_file_sets_defaults_and_flags_win(tmp_path):

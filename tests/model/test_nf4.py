@@ -71,7 +71,13 @@ def test_swapped_model_gives_the_logits_of_bitsandbytes_weights(tiny_llama_dir):
 def test_dequantized_once_model_gives_the_logits_of_bitsandbytes_weights(tiny_llama_dir):
     model = load_4bit(tiny_llama_dir, double_quant=True)
     reference = reference_bf16(tiny_llama_dir, bnb_weights(model))
-    assert nf4.dequantize_once(model) == 14
+    from bitsandbytes.nn import Linear4bit
+
+    quantized = [name for name, m in model.named_modules() if isinstance(m, Linear4bit)]
+    bf16_bytes = nf4.dequantized_bytes(model)
+    assert nf4.dequantize_once(model) == 14 == len(quantized)
+    made = [model.get_submodule(name).weight for name in quantized]
+    assert bf16_bytes == sum(w.numel() * w.element_size() for w in made) and nf4.dequantized_bytes(model) == 0
     q_proj = model.model.layers[0].self_attn.q_proj
     assert type(q_proj) is torch.nn.Linear and q_proj.weight.dtype == torch.bfloat16
     assert not q_proj.weight.requires_grad and q_proj.weight.shape == (q_proj.out_features, q_proj.in_features)
