@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(join:150 study:420 bench8b_build:90 bench8b_bf16:280 bench8b_bf16_sdpa:280 bench8b_4bit:300 bench8b_train:300)
+STEPS=(join:150 study:420 bench8b_build:90 bench8b_bf16:280 bench8b_bf16_sdpa:280 bench8b_4bit:300 bench8b_4bit_packed:300 bench8b_train:300)
 
 step_bench8b_build() { python3 bench/generate_throughput.py --build --shape 8b --model-dir /tmp/m8b; }
 bench8b() {
@@ -39,6 +39,8 @@ step_bench8b_bf16() { bench8b bf16; }
 # The same with SDPA over the whole static cache instead of flex attention over its filled blocks.
 step_bench8b_bf16_sdpa() { bench8b bf16 --no-flex-decode; }
 step_bench8b_4bit() { bench8b 4bit; }
+# The same keeping the packed NF4 weights (dequantized at every compiled step), the default before.
+step_bench8b_4bit_packed() { bench8b 4bit "--dequantize-once false"; }
 # train.py's default recipe on the 8B shape with the real Llama 3 tokenizer (alpaca's true token
 # lengths), 30 optimizer steps: the recipe it picks, its tokens/s and peak memory.
 step_bench8b_train() {
