@@ -66,6 +66,7 @@ def test_registered_name_loads_and_generates_like_sdpa(tiny_llama_dir, monkeypat
 
 
 @pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_decode_step_reads_the_visible_blocks_and_matches_sdpa(groups):
     """A decode step over a cache of 3 blocks, 2 of them visible to the last row only: the block mask
     lists just the blocks holding visible tokens, and the attention equals SDPA over the whole cache."""
@@ -86,6 +87,7 @@ def test_flex_decode_step_reads_the_visible_blocks_and_matches_sdpa(groups):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_decode_generates_like_sdpa_over_a_static_cache(tiny_llama_dir, monkeypatch):
     """Greedy, left-padded generation over a static cache of whole blocks gives the same tokens through
     the flex step as through SDPA. The flex branch is taken where torch compiles; here it is forced
