@@ -216,7 +216,11 @@ class SpeedPlan:
     compile: bool
     gqa_decode: bool
     reason: str
-    flex_decode: bool = False
+    flex: bool = False  # --flex-decode, which only a compiled GQA decode step takes
+
+    @property
+    def flex_decode(self) -> bool:
+        return self.flex and self.compile and self.gqa_decode
 
 
 @dataclass
@@ -562,8 +566,7 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
             "continuous: transformers' continuous batching on a paged KV cache; every prompt queued, a finished "
             f"answer's place taken by the next prompt at once, {requests} requests per step",
         )
-    forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "")
-    forced.flex_decode = forced.compile and forced.gqa_decode and config.flex_decode
+    forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "", config.flex_decode)
     if config.speed == "eager" or not has_cuda or loader != "hf":
         why = "--speed eager" if config.speed == "eager" else ("no CUDA GPU" if not has_cuda else f"{loader} loader")
         forced.reason = f"as flagged ({why}): " + describe_speed(forced)
@@ -571,9 +574,12 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
     steps = math.ceil(n_prompts / batch_size) * config.max_new_tokens
     long_run = steps >= COMPILE_MIN_DECODE_STEPS
     chosen = SpeedPlan(
-        static_cache=forced.static_cache or long_run, compile=forced.compile or long_run, gqa_decode=True, reason=""
+        static_cache=forced.static_cache or long_run,
+        compile=forced.compile or long_run,
+        gqa_decode=True,
+        reason="",
+        flex=config.flex_decode,
     )
-    chosen.flex_decode = chosen.compile and config.flex_decode
     size = f"{steps} decode steps ({math.ceil(n_prompts / batch_size)} batches x {config.max_new_tokens})"
     if long_run:
         chosen.reason = f"auto: {describe_speed(chosen)}, since {size} repay the compile; --speed eager to skip it"
@@ -852,10 +858,10 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     longest = max(len(ids) for ids in encoded)
     nf4_dequantize = "bitsandbytes" if loaded.info["loader"] == "hf" and config.precision == "4bit" else None
     once = bool(config.dequantize_once)
+    if nf4_dequantize:
+        from sfteval.model import nf4
     if auto_dequantize(config, job.loader, job.has_cuda):
         import torch
-
-        from sfteval.model import nf4
 
         needed, free = nf4.dequantized_bytes(model), torch.cuda.mem_get_info()[0]
         once = dequantize_fits(needed, free)
@@ -867,8 +873,6 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             else f"4-bit: auto: NF4 weights stay 4-bit (bf16 copies would take {sizes}, over half)"
         )
     if once:  # before the batch is sized: the bf16 weights take their memory first
-        from sfteval.model import nf4
-
         log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
         nf4_dequantize = "once"
     if config.speed == "continuous":  # the requests per step; None: transformers sizes them
@@ -879,8 +883,6 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         batch_size = config.batch_size or auto_batch_size(model, len(encoded), cache_prompt, config.max_new_tokens)
     speed = plan_speed(config, job.loader, job.has_cuda, len(encoded), batch_size)
     log(f"decode path: {speed.reason}")
-    if speed.gqa_decode:
-        attention.use_gqa_decode(model, flex=speed.flex_decode)
     if speed.compile and loaded.info["loader"] == "hf" and config.precision in ("8bit", "4bit"):
         if config.precision == "8bit" and config.llm_int8_threshold > 0:
             # 8B shape, H100 (bench/README.md): the outlier path's graph breaks hit torch's recompile
@@ -890,12 +892,13 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         elif not loading.allow_bitsandbytes_compile(model):
             log("warning: transformers will not compile this bitsandbytes model (bitsandbytes >= 0.46 is needed)")
         elif config.precision == "4bit" and nf4_dequantize != "once":
-            from sfteval.model import nf4
-
             # 8B shape, H100 (bench/README.md): a compiled 4-bit step took 2.7x bf16's time with
             # bitsandbytes' dequantization kernel, 1.7x with this one.
             log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
             nf4_dequantize = "torch"
+    # After the compile decisions above: a step that is not compiled reads the cache through SDPA.
+    if speed.gqa_decode:
+        attention.use_gqa_decode(model, flex=speed.flex_decode)
     if adapter_template and template != adapter_template:
         log(f"warning: the adapter was trained with the {adapter_template} template; generating with {template}")
     stop_ids = generation.stop_token_ids(tokenizer, model, template)

@@ -294,6 +294,9 @@ def test_speed_auto_compiles_long_gpu_runs_only():
     assert full.flex_decode and "(flex)" in full.reason and not short.flex_decode
     assert plan(flex_decode=False).flex_decode is False
     assert plan(speed="eager", compile=True, gqa_decode=True).flex_decode is True
+    skipped = plan()
+    skipped.compile = False  # as load() does for 8-bit with its outlier path
+    assert not skipped.flex_decode and "flex" not in ifeval_run.describe_speed(skipped)
 
 
 def test_four_bit_dequantizes_once_by_default_where_memory_allows():
