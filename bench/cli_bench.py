@@ -94,6 +94,7 @@ def read_result(script: str, stdout: str, scratch: Path) -> dict[str, Any]:
         "tokens_per_second": meta.get("tokens_per_second"),
         "peak_gpu_memory_gb": meta.get("peak_gpu_memory_gb"),
         "load_seconds": meta.get("load_seconds"),
+        "batch_seconds": (meta.get("batching") or {}).get("batch_seconds"),
         "generation": meta.get("generation"),
         "metadata": {k: meta.get(k) for k in ("git_commit", "library_versions", "gpu")},
     }

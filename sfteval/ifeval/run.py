@@ -1295,6 +1295,8 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             ),
             "batches": len(partial.batches),
             "oom_split_parts": sum(1 for b in partial.batches if b.get("from_split")),
+            # the first batch of a compiled run also holds the compile
+            "batch_seconds": [b["seconds"] for b in partial.batches],
         },
         padding={"side": "left", "padding_side_resets": padding_resets, "note": PADDING_NOTE},
         resumed=len(sessions) > 1,

@@ -117,6 +117,7 @@ def merged_metadata(documents: Sequence[dict[str, Any]], paths: Sequence[Path], 
                 **first["batching"],
                 "batches": sum(meta["batching"]["batches"] for meta in metas),
                 "oom_split_parts": sum(meta["batching"]["oom_split_parts"] for meta in metas),
+                "batch_seconds": [s for meta in metas for s in meta["batching"].get("batch_seconds", [])],
             },
             "resumed": any(meta.get("resumed") for meta in metas),
             "sessions": [

@@ -39,3 +39,25 @@ def test_train_figures_and_metadata_come_from_train_config(tmp_path):
 
 def test_a_train_run_without_its_file_gives_no_figures(tmp_path):
     assert cli_bench.read_result("train.py", "", tmp_path) == {}
+
+
+def test_generation_figures_come_from_the_file_named_on_the_last_line(tmp_path):
+    """eval_generate.py prints its output file last; the record keeps each batch's seconds, the
+    first of which holds a compiled run's compile."""
+    output = tmp_path / "m_bf16.json"
+    meta = {
+        "n_prompts": 541,
+        "tokens_generated": 692480,
+        "tokens_per_second": 6208.0,
+        "peak_gpu_memory_gb": 63.0,
+        "load_seconds": 8.5,
+        "batching": {"batches": 3, "batch_seconds": [45.1, 33.2, 33.2]},
+        "generation": {"compile": True},
+        "git_commit": "abc1234",
+        "gpu": {"name": "NVIDIA H200"},
+    }
+    output.write_text(json.dumps({"kind": "ifeval_responses", "metadata": meta, "responses": []}))
+    found = cli_bench.read_result("eval_generate.py", f"progress\n{output}\n", tmp_path)
+    assert (found["n_prompts"], found["tokens"], found["load_seconds"]) == (541, 692480, 8.5)
+    assert found["batch_seconds"] == [45.1, 33.2, 33.2]
+    assert found["metadata"]["gpu"] == {"name": "NVIDIA H200"}

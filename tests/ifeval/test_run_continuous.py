@@ -81,6 +81,7 @@ def test_continuous_gives_the_batched_tokens(batched, stop_model, shared_data, t
     assert meta["sessions"][0]["speed_reason"].startswith("continuous: ")
     # finished rows reached the side file in groups of GROUP, each with its batch record
     assert meta["batching"]["batches"] == math.ceil(LIMIT / GROUP)
+    assert len(meta["batching"]["batch_seconds"]) == meta["batching"]["batches"]
     assert meta["tokens_generated"] == sum(r[2] for r in responses(path))
     assert not list(tmp_path.glob("*.partial.jsonl"))
 

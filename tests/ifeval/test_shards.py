@@ -61,6 +61,7 @@ def test_two_shards_merge_into_the_one_process_run(reference, shard_files, capsy
     assert meta["n_prompts"] == LIMIT and meta["shard"] is None and [s["index"] for s in meta["shards"]] == [0, 1]
     assert meta["tokens_generated"] == sum(r["new_tokens"] for r in responses(reference))
     assert {s["shard"] for s in meta["sessions"]} == {0, 1}
+    assert len(meta["batching"]["batch_seconds"]) == meta["batching"]["batches"] >= 2
     # Nothing is overwritten.
     assert cli.run(merge_script.main, [str(p) for p in shard_files]) == 2
     assert "already exists" in capsys.readouterr().err
