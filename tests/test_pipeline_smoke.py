@@ -1,8 +1,6 @@
 """The one-command smoke run that README names as the install check, end to end on a CPU."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -11,14 +9,9 @@ from tests.conftest import ROOT, load_script
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_runs_end_to_end(tmp_path, shared_data, smollm2_dir):
-    out = tmp_path / "smoke"
-    done = subprocess.run(
-        [sys.executable, "run_pipeline.py", "--smoke", "--model", str(smollm2_dir), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+def test_smoke_pipeline_runs_end_to_end(smoke_run):
+    root, done = smoke_run
+    out = root / "smoke"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "smoke pipeline passed" in done.stdout
 

@@ -5,20 +5,12 @@ code or unpickles a file it was handed."""
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import FAKE_SECRETS, ROOT
 
-FAKE_SECRETS = {
-    "HF_TOKEN": "hf_sfteTestFakeTokenNeverToBeWritten0042",
-    "HUGGING_FACE_HUB_TOKEN": "hf_sfteTestFakeTokenNeverToBeWritten0042",
-    "WANDB_API_KEY": "sfteval0fake0wandb0key0never0written0000",
-}
 # Modules that turn bytes from a file into arbitrary objects (and so run code on load).
 UNPICKLERS = {"pickle", "cPickle", "dill", "joblib", "cloudpickle", "shelve", "marshal"}
 
@@ -36,34 +28,14 @@ def files_holding(folder: Path, needles: list[bytes]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_pipeline_writes_no_secret(tmp_path, tiny_llama_dir, shared_data):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        **FAKE_SECRETS,
-        "HOME": str(home),
-        "XDG_CACHE_HOME": str(tmp_path / "cache"),
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config"),
-        "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
-        "SFTEVAL_CACHE": str(tmp_path / "sfteval_cache"),
-        "OMP_NUM_THREADS": "1",
-    }
-    out = tmp_path / "run"
-    command = [
-        sys.executable, str(ROOT / "run_pipeline.py"), "--smoke", "--model", str(tiny_llama_dir), "--out", str(out),
-        "--records", "8", "--steps", "2", "--ifeval-prompts", "2", "--max-new-tokens", "4",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+def test_pipeline_writes_no_secret(smoke_run):
+    """The smoke run had fake tokens in its environment: no file under its folder (outputs, logs,
+    home, caches, W&B offline files) and none of its output holds one."""
+    root, done = smoke_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    offline_runs = list((out / "wandb").glob("offline-run-*"))
-    assert offline_runs, "eval_wandb.py logged no offline W&B run"
-
+    assert list((root / "smoke" / "wandb").glob("offline-run-*")), "eval_wandb.py logged no offline W&B run"
     needles = sorted({value.encode() for value in FAKE_SECRETS.values()})
-    assert files_holding(tmp_path, needles) == []
+    assert files_holding(root, needles) == []
     for needle in needles:
         assert needle.decode() not in done.stdout + done.stderr
 
