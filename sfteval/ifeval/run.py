@@ -775,12 +775,11 @@ def plan(config: RunConfig) -> Job:
     from sfteval.model import loading
 
     check_config(config)
+    loader, has_cuda = loading.check_machine(config.precision, use_hf=config.loader != "unsloth")
     shard = parse_shard(config.shard)
     model_name, train_config = loading.resolve_base_model(config.model, config.adapter)
     loading.check_model_source(model_name)
     rows, prompt_info = ifeval_prompts.load_prompt_set(config.prompts)
-    # After the input checks, which need no torch: asking for CUDA imports it.
-    loader, has_cuda = loading.check_machine(config.precision, use_hf=config.loader != "unsloth")
     selected = rows[: config.limit] if config.limit else rows
     n_all = len(selected)
     if shard:
