@@ -110,9 +110,12 @@ def run_one(command: str, timeout: int) -> dict[str, Any]:
             done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
             returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as err:
-            returncode, stdout = None, err.stdout or ""
-            stderr = (err.stderr or "") + f"\n(timed out after {timeout} s)"
-            stdout, stderr = (s.decode() if isinstance(s, bytes) else s for s in (stdout, stderr))
+            # What the process wrote before the timeout comes as bytes, whatever `text` said.
+            returncode = None
+            stdout, stderr = (
+                s.decode(errors="replace") if isinstance(s, bytes) else s or "" for s in (err.stdout, err.stderr)
+            )
+            stderr = stderr.rstrip("\n") + f"\n(timed out after {timeout} s)"
         seconds = time.perf_counter() - started
         found = read_result(script, stdout, scratch) if returncode == 0 else {}
     meta = found.pop("metadata", {})

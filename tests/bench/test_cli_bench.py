@@ -61,3 +61,16 @@ def test_generation_figures_come_from_the_file_named_on_the_last_line(tmp_path):
     assert (found["n_prompts"], found["tokens"], found["load_seconds"]) == (541, 692480, 8.5)
     assert found["batch_seconds"] == [45.1, 33.2, 33.2]
     assert found["metadata"]["gpu"] == {"name": "NVIDIA H200"}
+
+
+def test_a_run_past_its_timeout_is_recorded_with_what_it_wrote(monkeypatch):
+    """subprocess hands over a timed-out process's output as bytes even in text mode."""
+
+    def timed_out(argv, **kwargs):
+        raise cli_bench.subprocess.TimeoutExpired(argv, kwargs["timeout"], output=b"step 1\n", stderr=b"compiling\n")
+
+    monkeypatch.setattr(cli_bench.subprocess, "run", timed_out)
+    record = cli_bench.run_one("train.py --model M --max-steps 30", timeout=140)
+    assert record["returncode"] is None and record["args"] == ["--model", "M", "--max-steps", "30"]
+    assert record["log_tail"][-2:] == ["compiling", "(timed out after 140 s)"]
+    assert "tokens" not in record and record["process_tokens_per_second"] is None
