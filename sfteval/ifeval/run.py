@@ -875,6 +875,10 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     if once:  # before the batch is sized: the bf16 weights take their memory first
         log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
         nf4_dequantize = "once"
+        if job.has_cuda:  # the packed weights' memory, now free, is still held by torch's allocator
+            import torch
+
+            torch.cuda.empty_cache()
     if config.speed == "continuous":  # the requests per step; None: transformers sizes them
         batch_size = config.batch_size
     else:
