@@ -3,7 +3,8 @@ subprocess on files made for it, and must end with a non-zero exit code and one 
 stderr saying what is wrong (argparse's usage text plus its one `error:` line also counts),
 no traceback, and every file that was there before left as it was.
 
-Most rows fail before any model loads; the few that need one use the tiny random Llama.
+Most rows fail before any model loads; the few that need one use the tiny random Llama. The
+rows run two at a time before their tests (the `finished` fixture).
 A second table hides an optional dependency from the child process (as if it were not
 installed) and expects the one line to name what to install.
 """
@@ -16,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -734,21 +735,13 @@ def file_hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def fill(text: str, places: dict[str, Callable[[], str]]) -> str:
+def fill(text: str, places: dict[str, str]) -> str:
     for name, value in places.items():
-        if "{" + name + "}" in text:
-            text = text.replace("{" + name + "}", value())
+        text = text.replace("{" + name + "}", value)
     return text
 
 
-def run_case(row: Case, tmp_path: Path, request) -> subprocess.CompletedProcess:
-    sample = request.getfixturevalue("samples")
-    places = {
-        "tmp": lambda: str(tmp_path),
-        "data": lambda: str(SHARED_DATA),
-        "tiny": lambda: str(request.getfixturevalue("tiny_llama_dir")),
-        "other_adapter": lambda: str(request.getfixturevalue("other_adapter")),
-    }
+def run_case(row: Case, tmp_path: Path, sample: Samples, places: dict[str, str]) -> subprocess.CompletedProcess:
     make_files(tmp_path, row.files, sample)
     argv = [fill(arg, places) for arg in row.argv]
     before = file_hashes(tmp_path)
@@ -773,6 +766,41 @@ def run_case(row: Case, tmp_path: Path, request) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.fixture(scope="module")
+def finished(request, samples, tmp_path_factory) -> dict[str, subprocess.CompletedProcess | AssertionError]:
+    """The selected rows of both tables, run before their tests, two child processes at a time
+    (each spends most of its life importing on one core); a row's test then checks its outcome."""
+    rows = [
+        item.callspec.params["row"]
+        for item in request.session.items
+        if item.module is request.module and "row" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    rows = [row for row in rows if CAN_DENY_WRITES or not row.read_only]
+    assert len({row.id for row in rows}) == len(rows), "two rows share an id"
+    # Fixtures are built here, in this thread, and only where a selected row names them.
+    places = {"data": str(SHARED_DATA)}
+    for name, fixture in (("tiny", "tiny_llama_dir"), ("other_adapter", "other_adapter")):
+        if any("{" + name + "}" in arg for row in rows for arg in row.argv):
+            places[name] = str(request.getfixturevalue(fixture))
+
+    def outcome(row: Case) -> subprocess.CompletedProcess | AssertionError:
+        tmp = tmp_path_factory.mktemp(row.id)
+        try:
+            return run_case(row, tmp, samples, {**places, "tmp": str(tmp)})
+        except AssertionError as err:
+            return err
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip([row.id for row in rows], pool.map(outcome, rows)))
+
+
+def outcome_of(row: Case, finished: dict) -> subprocess.CompletedProcess:
+    result = finished[row.id]
+    if isinstance(result, AssertionError):
+        raise result
+    return result
+
+
 def check_one_line(done: subprocess.CompletedProcess, expect: str) -> str:
     assert done.returncode != 0, done.stdout[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -787,13 +815,13 @@ def check_one_line(done: subprocess.CompletedProcess, expect: str) -> str:
 
 
 @pytest.mark.parametrize("row", [c.param() for c in CASES])
-def test_bad_input_is_one_line(row: Case, tmp_path, request):
-    check_one_line(run_case(row, tmp_path, request), row.expect)
+def test_bad_input_is_one_line(row: Case, finished):
+    check_one_line(outcome_of(row, finished), row.expect)
 
 
 @pytest.mark.parametrize("row", [c.param() for c in MISSING_DEPENDENCIES])
-def test_missing_dependency_names_what_to_install(row: Case, tmp_path, request):
-    line = check_one_line(run_case(row, tmp_path, request), row.expect)
+def test_missing_dependency_names_what_to_install(row: Case, finished):
+    line = check_one_line(outcome_of(row, finished), row.expect)
     assert "install" in line, line
 
 
