@@ -767,7 +767,7 @@ def run_case(row: Case, tmp_path: Path, sample: Samples, places: dict[str, str])
 
 
 @pytest.fixture(scope="module")
-def finished(request, samples, tmp_path_factory) -> dict[str, subprocess.CompletedProcess | AssertionError]:
+def finished(request, samples, tmp_path_factory) -> dict[str, subprocess.CompletedProcess | Exception]:
     """The selected rows of both tables, run before their tests, two child processes at a time
     (each spends most of its life importing on one core); a row's test then checks its outcome."""
     rows = [
@@ -783,11 +783,11 @@ def finished(request, samples, tmp_path_factory) -> dict[str, subprocess.Complet
         if any("{" + name + "}" in arg for row in rows for arg in row.argv):
             places[name] = str(request.getfixturevalue(fixture))
 
-    def outcome(row: Case) -> subprocess.CompletedProcess | AssertionError:
+    def outcome(row: Case) -> subprocess.CompletedProcess | Exception:
         tmp = tmp_path_factory.mktemp(row.id)
         try:
             return run_case(row, tmp, samples, {**places, "tmp": str(tmp)})
-        except AssertionError as err:
+        except Exception as err:  # a failed check or a timeout belongs to its row's test alone
             return err
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -796,7 +796,7 @@ def finished(request, samples, tmp_path_factory) -> dict[str, subprocess.Complet
 
 def outcome_of(row: Case, finished: dict) -> subprocess.CompletedProcess:
     result = finished[row.id]
-    if isinstance(result, AssertionError):
+    if isinstance(result, Exception):
         raise result
     return result
 
