@@ -32,7 +32,7 @@ STEPS=(join:150 study:420 bench8b_build:60 bench8b_bf16:280 bench8b_bf16_sdpa:28
 
 # One random-init Llama-3.1-8B shape with the real Llama 3 tokenizer for every bench8b step, so
 # the prompts have the token lengths users' prompts have (the word-level tokenizer of
-# generate_throughput.py --build, used before 3c73aef, gave shorter ones).
+# generate_throughput.py --build, used before 913d854, gave shorter ones).
 step_bench8b_build() { python3 bench/train_throughput.py --build-only --model-dir /tmp/l8b; }
 bench8b() {
   python3 bench/cli_bench.py --out $X/bench/latest.json --timeout $((STEP_LEFT - 10)) \

@@ -455,6 +455,9 @@ def auto_batch_size(model: Any, n_prompts: int, longest_prompt: int, max_new_tok
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     dtype_bytes = 4 if model.dtype == torch.float32 else 2
+    # Memory that torch's allocator holds but no longer uses (e.g. the packed NF4 weights after
+    # --dequantize-once) counts as taken for the driver until it is handed back.
+    torch.cuda.empty_cache()
     free, _total = torch.cuda.mem_get_info()
     return fit_batch_size(
         free_bytes=free,
@@ -875,10 +878,6 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     if once:  # before the batch is sized: the bf16 weights take their memory first
         log(f"note: {nf4.dequantize_once(model)} NF4 layers dequantized to bf16 once (bf16's memory and speed)")
         nf4_dequantize = "once"
-        if job.has_cuda:  # the packed weights' memory, now free, is still held by torch's allocator
-            import torch
-
-            torch.cuda.empty_cache()
     if config.speed == "continuous":  # the requests per step; None: transformers sizes them
         batch_size = config.batch_size
     else:

@@ -435,6 +435,9 @@ def test_auto_batch_size_reads_the_model_shape(monkeypatch):
         dtype=torch.bfloat16,
     )  # fmt: skip
     assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == ifeval_run.CPU_BATCH_SIZE
+    calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (63 * 10**9, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: calls.append("mem_get_info") or (63 * 10**9, 80 * 10**9))
     assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == 214
+    assert calls == ["empty_cache", "mem_get_info"]  # what the allocator holds unused counts as free
