@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(join:150 study:420 bench8b_build:60 bench8b_bf16:280 bench8b_bf16_sdpa:280 bench8b_4bit:300 bench8b_4bit_packed:300 bench8b_train:300)
+STEPS=(join:150 study:420 bench8b_build:60 bench8b_bf16:280 bench8b_bf16_layers:280 bench8b_bf16_sdpa:280 bench8b_4bit:300 bench8b_4bit_packed:300 bench8b_train:300)
 
 # One random-init Llama-3.1-8B shape with the real Llama 3 tokenizer for every bench8b step, so
 # the prompts have the token lengths users' prompts have (the word-level tokenizer of
@@ -39,6 +39,9 @@ bench8b() {
     --run "eval_generate.py --model /tmp/l8b --precision $1 --prompts $P $2"
 }
 step_bench8b_bf16() { bench8b bf16; }
+# The same with one decoder layer compiled and reused for all 32 (--compile-layers-once), with a
+# compile cache of its own so that it compiles as cold as the first default run on a fresh machine.
+step_bench8b_bf16_layers() { TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_layers bench8b bf16 --compile-layers-once; }
 # The same with SDPA over the whole static cache instead of flex attention over its filled blocks.
 step_bench8b_bf16_sdpa() { bench8b bf16 --no-flex-decode; }
 step_bench8b_4bit() { bench8b 4bit; }

@@ -141,6 +141,12 @@ class RunConfig:
     compile_mode: Literal["reduce-overhead", "max-autotune"] = setting(
         DEFAULT_COMPILE_MODE, "torch.compile mode; max-autotune also tries Triton matmuls (longer compile)"
     )
+    compile_layers_once: bool = setting(
+        False,
+        "in a compiled decode step, trace and compile one decoder layer and reuse it for every layer (torch's "
+        "nested compile region) instead of unrolling all layers into one graph: a shorter compile, the same "
+        "arithmetic (opt-in while its speed is measured)",
+    )
     gqa_decode: bool = setting(
         False,
         "force GQA decode: each key/value head of the cache read once per new token instead of once per "
@@ -217,10 +223,15 @@ class SpeedPlan:
     gqa_decode: bool
     reason: str
     flex: bool = False  # --flex-decode, which only a compiled GQA decode step takes
+    layers_once: bool = False  # --compile-layers-once, which only a compiled step takes
 
     @property
     def flex_decode(self) -> bool:
         return self.flex and self.compile and self.gqa_decode
+
+    @property
+    def compile_layers_once(self) -> bool:
+        return self.layers_once and self.compile
 
 
 @dataclass
@@ -569,7 +580,14 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
             "continuous: transformers' continuous batching on a paged KV cache; every prompt queued, a finished "
             f"answer's place taken by the next prompt at once, {requests} requests per step",
         )
-    forced = SpeedPlan(config.static_cache or config.compile, config.compile, config.gqa_decode, "", config.flex_decode)
+    forced = SpeedPlan(
+        config.static_cache or config.compile,
+        config.compile,
+        config.gqa_decode,
+        "",
+        config.flex_decode,
+        config.compile_layers_once,
+    )
     if config.speed == "eager" or not has_cuda or loader != "hf":
         why = "--speed eager" if config.speed == "eager" else ("no CUDA GPU" if not has_cuda else f"{loader} loader")
         forced.reason = f"as flagged ({why}): " + describe_speed(forced)
@@ -582,6 +600,7 @@ def plan_speed(config: RunConfig, loader: str, has_cuda: bool, n_prompts: int, b
         gqa_decode=True,
         reason="",
         flex=config.flex_decode,
+        layers_once=config.compile_layers_once,
     )
     size = f"{steps} decode steps ({math.ceil(n_prompts / batch_size)} batches x {config.max_new_tokens})"
     if long_run:
@@ -610,7 +629,8 @@ def dequantize_fits(bf16_bytes: int, free_bytes: int) -> bool:
 
 
 def describe_speed(speed: SpeedPlan) -> str:
-    parts = ["static cache + compiled step" if speed.compile else "static cache" if speed.static_cache else "eager"]
+    compiled = "static cache + compiled step" + (" (one layer compiled, reused)" if speed.compile_layers_once else "")
+    parts = [compiled if speed.compile else "static cache" if speed.static_cache else "eager"]
     decode = "GQA decode over the filled cache blocks (flex)" if speed.flex_decode else "GQA decode"
     return " + ".join(parts + ([decode] if speed.gqa_decode else []))
 
@@ -791,6 +811,14 @@ def plan(config: RunConfig) -> Job:
             raise UserError(f"shard {shard.index}/{shard.count} holds no prompt: only {n_all} prompts to share")
     if config.compile and not has_cuda:
         raise UserError("--compile needs a CUDA GPU; on a CPU leave it out")
+    if config.compile_layers_once and not has_cuda:
+        raise UserError(
+            "--compile-layers-once changes the compiled step, which needs a CUDA GPU; on a CPU leave it out"
+        )
+    if config.compile_layers_once and (loader != "hf" or config.speed == "continuous"):
+        raise UserError(
+            "--compile-layers-once changes transformers' compiled step; add --use-hf and leave out --speed continuous"
+        )
     if config.speed == "continuous":
         check_continuous(config, loader)
     if shard and shard.from_launcher and loader != "hf":
@@ -899,6 +927,10 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             # bitsandbytes' dequantization kernel, 1.7x with this one.
             log(f"note: {nf4.use_compiled_nf4(model)} NF4 layers dequantize in compiled torch code")
             nf4_dequantize = "torch"
+    if speed.compile_layers_once:
+        log(f"note: one {generation.compile_layers_once(model)} is compiled and reused for every layer")
+    elif config.compile_layers_once:
+        log("note: --compile-layers-once has no effect: this run's decode step is not compiled")
     # After the compile decisions above: a step that is not compiled reads the cache through SDPA.
     if speed.gqa_decode:
         attention.use_gqa_decode(model, flex=speed.flex_decode)
@@ -997,6 +1029,7 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
         "compile_mode": config.compile_mode if ready.speed.compile else None,
         "gqa_decode": ready.speed.gqa_decode,
         "flex_decode": ready.speed.flex_decode,
+        "compile_layers_once": ready.speed.compile_layers_once,
         "speed_reason": ready.speed.reason,
         "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),
@@ -1271,6 +1304,7 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             "compile": ready.speed.compile,
             "gqa_decode": ready.speed.gqa_decode,
             "flex_decode": ready.speed.flex_decode,
+            "compile_layers_once": ready.speed.compile_layers_once,
             "compiled": any(b.get("compiled") for b in partial.batches),
             # transformers' continuous batching as the last --speed continuous session sized it
             "continuous": continuous_knobs,

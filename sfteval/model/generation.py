@@ -8,9 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sfteval.cli import UserError
+from sfteval.model import loading
 
 # Chat templates end an assistant turn with these; each is a stop token where the vocabulary has it.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+# Set on the decoder layer forward that compile_layers_once has wrapped.
+LAYER_REGION_MARK = "_sfteval_compiled_once"
 
 
 @dataclass
@@ -119,6 +122,26 @@ def generate_batch(
         output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
     new = output[:, input_ids.shape[1] :].tolist()
     return [split_completion(tokenizer, ids, stop_ids) for ids in new]
+
+
+def compile_layers_once(model: Any) -> str:
+    """Mark the model's decoder layer as a nested compile region: torch.compile then traces and
+    compiles one layer and reuses that code for every layer with the same inputs' shapes, where it
+    would otherwise unroll all of them into one graph (a shorter compile, the same arithmetic).
+    The mark is on the layer class, for the whole process; outside torch.compile it does nothing.
+    Returns the class's name."""
+    import torch
+
+    decoder = loading.unwrap_peft(model).get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if not layers:
+        raise UserError(f"--compile-layers-once: {type(decoder).__name__} has no list of decoder layers")
+    layer_class = type(layers[0])
+    if not getattr(layer_class.forward, LAYER_REGION_MARK, False):
+        region = torch.compiler.nested_compile_region(layer_class.forward)
+        setattr(region, LAYER_REGION_MARK, True)
+        layer_class.forward = region
+    return layer_class.__name__
 
 
 def is_oom(err: BaseException) -> bool:

@@ -191,6 +191,7 @@ def test_help_is_instant():
         ("loader_clash", "--use-hf contradicts --loader unsloth"),
         ("unknown_config_key", "unknown setting(s) batch"),
         ("dequantize_bf16", "--dequantize-once is for 4-bit weights"),
+        ("layers_once_on_a_cpu", "--compile-layers-once changes the compiled step, which needs a CUDA GPU"),
         ("output_is_a_file", "is a file, not a folder"),
     ],
 )
@@ -208,6 +209,7 @@ def test_one_line_errors(case, expected, shared_data, tmp_path):
         "loader_clash": ["--model", "x/y", "--use-hf", "--loader", "unsloth"],
         "unknown_config_key": ["--config", str(write_yaml(tmp_path / "run.yaml", "model: x/y\nbatch: 4\n"))],
         "dequantize_bf16": ["--model", "x/y", "--precision", "bf16", "--dequantize-once"],
+        "layers_once_on_a_cpu": ["--model", "x/y", "--prompts", prompts, "--compile-layers-once"],
         "output_is_a_file": ["--model", str(tmp_path), "--prompts", prompts, "--limit", "1"],
     }[case]
     if case in ("not_ifeval", "output_is_a_file"):
@@ -297,6 +299,11 @@ def test_speed_auto_compiles_long_gpu_runs_only():
     skipped = plan()
     skipped.compile = False  # as load() does for 8-bit with its outlier path
     assert not skipped.flex_decode and "flex" not in ifeval_run.describe_speed(skipped)
+    # --compile-layers-once rides on a compiled step only, and says so in the plan.
+    once = plan(compile_layers_once=True)
+    assert once.compile_layers_once and "one layer compiled, reused" in once.reason
+    assert not full.compile_layers_once and "reused" not in full.reason
+    assert not plan(n=64, batch=64, max_new_tokens=256, compile_layers_once=True).compile_layers_once
 
 
 def test_four_bit_dequantizes_once_by_default_where_memory_allows():
