@@ -92,17 +92,18 @@ step_fifth() { together gen_unsloth_bf16 gen_unsloth_4bit gen_unsloth_8bit_one_b
 # The decode paths on a real instruct model whose answers stop at many lengths (about half of
 # SmolLM2's 541 answers end before 1,280 tokens), each alone on the GPU with at most PATH_SECONDS:
 # eager in one batch of 541 (the controlled study's decode path, so this file is also its
-# reference row), eval_generate.py's default, and transformers' continuous batching with its own
-# request cap and with 64 requests a step. compare_ifeval.py then pairs each with eager's answers.
+# reference row), eval_generate.py's default, the default with one decoder layer compiled for all
+# (--compile-layers-once), and transformers' continuous batching with its own request cap and with
+# 64 requests a step. compare_ifeval.py then pairs each with eager's answers.
 # GEN_EXTRA (e.g. "--limit 3 --max-new-tokens 8") shrinks the runs for a CPU rehearsal.
 # A path needs minutes: eager at batch 181 took 271 s on an H100 (2026-11-27), and with 105 s each
 # none of the four finished (2026-12-07). A path cut by the call's end starts over in the next call.
-declare -A PATH_FLAGS=([eager]="--speed eager --batch-size 541" [auto]="" [continuous]="--speed continuous"
-  [continuous-b64]="--speed continuous --batch-size 64")
+declare -A PATH_FLAGS=([eager]="--speed eager --batch-size 541" [auto]="" [layers-once]="--compile-layers-once"
+  [continuous]="--speed continuous" [continuous-b64]="--speed continuous --batch-size 64")
 step_decode_paths() {
   mkdir -p $X/decode_paths
   local path out
-  for path in eager auto continuous continuous-b64; do
+  for path in eager auto layers-once continuous continuous-b64; do
     out=$X/decode_paths/smollm2-135m-instruct_bf16_$path.json
     [ -f $out ] && continue
     rm -f ${out%.json}.partial.jsonl
