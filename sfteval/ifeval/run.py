@@ -144,8 +144,8 @@ class RunConfig:
     compile_layers_once: bool = setting(
         False,
         "in a compiled decode step, trace and compile one decoder layer and reuse it for every layer (torch's "
-        "nested compile region) instead of unrolling all layers into one graph: a shorter compile, the same "
-        "arithmetic (opt-in while its speed is measured)",
+        "nested compile region) instead of unrolling all layers into one graph: a shorter compile of the same "
+        "operations (opt-in until its speed and answers are measured on a GPU)",
     )
     gqa_decode: bool = setting(
         False,

@@ -127,7 +127,8 @@ def generate_batch(
 def compile_layers_once(model: Any) -> str:
     """Mark the model's decoder layer as a nested compile region: torch.compile then traces and
     compiles one layer and reuses that code for every layer with the same inputs' shapes, where it
-    would otherwise unroll all of them into one graph (a shorter compile, the same arithmetic).
+    would otherwise unroll all of them into one graph (a shorter compile of the same operations;
+    kernels no longer fuse across a layer's boundary).
     The mark is on the layer class, for the whole process; outside torch.compile it does nothing.
     Returns the class's name."""
     import torch
