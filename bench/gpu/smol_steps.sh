@@ -113,3 +113,20 @@ step_decode_paths() {
   done
 }
 
+
+# SmolLM2's compiled default path did not finish 181 prompts in 150 s where eager took 117 s for
+# the process (H100, 2026-12-07); the random 8B shape compiles fine. This step narrows it down on
+# 64 prompts x 256 tokens, compiled by force, with and without flex attention, logging dynamo's
+# recompiles and the CUDA graph decisions.
+step_compile_diag() {
+  mkdir -p $X/compile_diag
+  local name flags
+  for name in flex sdpa; do
+    flags="--speed eager --static-cache --compile --gqa-decode"; [ $name = sdpa ] && flags="$flags --no-flex-decode"
+    SECONDS=0
+    TORCH_LOGS="recompiles,cudagraphs" timeout ${PATH_SECONDS:-150} python3 eval_generate.py --model $M --precision bf16 \
+      --prompts $P --limit 64 --max-new-tokens 256 --output $X/compile_diag/smollm2_$name.json --no-progress $flags \
+      >> $X/logs/compile_diag_$name.log 2>&1
+    echo "$name rc=$? ${SECONDS}s $(grep -c -i recompil $X/logs/compile_diag_$name.log) recompile lines"
+  done
+}
