@@ -145,7 +145,7 @@ class RunConfig:
         False,
         "in a compiled decode step, trace and compile one decoder layer and reuse it for every layer (torch's "
         "nested compile region) instead of unrolling all layers into one graph: a shorter compile of the same "
-        "operations (opt-in until its speed and answers are measured on a GPU)",
+        "operations (opt-in until its answers are compared with the default's on a GPU)",
     )
     gqa_decode: bool = setting(
         False,
