@@ -24,6 +24,7 @@ SCRIPTS = [
     "bench/score_speed.py",
     "bench/cli_bench.py",
     "bench/study_report.py",
+    "bench/profile_generate.py",
 ]
 
 

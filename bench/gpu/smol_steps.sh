@@ -116,17 +116,23 @@ step_decode_paths() {
 
 # SmolLM2's compiled default path did not finish 181 prompts in 150 s where eager took 117 s for
 # the process (H100, 2026-12-07); the random 8B shape compiles fine. This step narrows it down on
-# 64 prompts x 256 tokens, compiled by force, with and without flex attention, logging dynamo's
-# recompiles and the CUDA graph decisions.
+# 64 prompts x 256 tokens: eager, then compiled by force with and without flex attention, each
+# inside torch's profiler (bench/profile_generate.py: top operators, kernel and CUDA graph launch
+# counts) with dynamo's recompile and CUDA graph logs.
 step_compile_diag() {
   mkdir -p $X/compile_diag
-  local name flags
-  for name in flex sdpa; do
-    flags="--speed eager --static-cache --compile --gqa-decode"; [ $name = sdpa ] && flags="$flags --no-flex-decode"
+  local name flags out
+  for name in eager flex sdpa; do
+    out=$X/compile_diag/smollm2_$name.profile.json
+    [ -f $out ] && continue
+    flags="--speed eager --static-cache --compile --gqa-decode"
+    [ $name = sdpa ] && flags="$flags --no-flex-decode"
+    [ $name = eager ] && flags="--speed eager --gqa-decode"
+    rm -f $X/compile_diag/smollm2_$name.json $X/compile_diag/smollm2_$name.partial.jsonl
     SECONDS=0
-    TORCH_LOGS="recompiles,cudagraphs" timeout ${PATH_SECONDS:-150} python3 eval_generate.py --model $M --precision bf16 \
-      --prompts $P --limit 64 --max-new-tokens 256 --output $X/compile_diag/smollm2_$name.json --no-progress $flags \
-      >> $X/logs/compile_diag_$name.log 2>&1
+    TORCH_LOGS="recompiles,cudagraphs" timeout ${PATH_SECONDS:-150} python3 bench/profile_generate.py --out $out -- \
+      --model $M --precision bf16 --prompts $P --limit 64 --max-new-tokens 256 --no-progress \
+      --output $X/compile_diag/smollm2_$name.json $flags >> $X/logs/compile_diag_$name.log 2>&1
     echo "$name rc=$? ${SECONDS}s $(grep -c -i recompil $X/logs/compile_diag_$name.log) recompile lines"
   done
 }
