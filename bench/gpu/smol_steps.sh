@@ -130,7 +130,7 @@ step_compile_diag() {
     [ $name = eager ] && flags="--speed eager --gqa-decode"
     rm -f $X/compile_diag/smollm2_$name.json $X/compile_diag/smollm2_$name.partial.jsonl
     SECONDS=0
-    TORCH_LOGS="recompiles,cudagraphs" timeout ${PATH_SECONDS:-150} python3 bench/profile_generate.py --out $out -- \
+    TORCH_LOGS="recompiles,cudagraphs,perf_hints" timeout ${PATH_SECONDS:-150} python3 bench/profile_generate.py --out $out -- \
       --model $M --precision bf16 --prompts $P --limit 64 --max-new-tokens 256 --no-progress \
       --output $X/compile_diag/smollm2_$name.json $flags >> $X/logs/compile_diag_$name.log 2>&1
     echo "$name rc=$? ${SECONDS}s $(grep -c -i recompil $X/logs/compile_diag_$name.log) recompile lines"
