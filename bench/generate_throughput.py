@@ -409,10 +409,13 @@ def worker(run: dict, args: argparse.Namespace) -> None:
     except Exception as err:  # report and let the other runs go on
         emit({**base, "error": f"load: {type(err).__name__}: {err}"[:500]})
         return
-    if run["gqa_decode"]:
-        from sfteval.model import attention
+    from sfteval.model import attention
 
+    if run["gqa_decode"]:
         attention.use_gqa_decode(loaded.model)
+    if run["cache"] == "dynamic" and has_cuda:  # as eval_generate.py's eager path
+        attention.skip_cudnn_attention()
+        base["cudnn_attention"] = False
     if run["cache"] == "compile" and run["loader"] == "hf" and run["precision"] in ("8bit", "4bit"):
         base["bitsandbytes_compile_allowed"] = loading.allow_bitsandbytes_compile(loaded.model)
     if run["torch_nf4"]:

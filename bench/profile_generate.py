@@ -1,7 +1,8 @@
 """Where a generation run's time goes: eval_generate.py's own run (same flags, same code path) inside
 torch's profiler, then the operators that took the most GPU time and the most CPU time, and the
 launch counts that tell eager steps from CUDA graph replays. Keep runs short (--limit and
---max-new-tokens): every kernel launch is recorded.
+--max-new-tokens): every operator and kernel launch is recorded, which slows an eager decode
+several times over.
 
   python bench/profile_generate.py --out prof.json -- --model M --precision bf16 --limit 181 --max-new-tokens 64
   python bench/profile_generate.py --out prof.json -- --model M --precision bf16 --limit 8 --max-new-tokens 8 --output /tmp/p.json
@@ -36,6 +37,7 @@ class Stopped(Exception):
 
 
 def stop(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # `timeout` signals the child and then its whole group
     raise Stopped
 
 

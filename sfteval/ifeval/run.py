@@ -654,6 +654,11 @@ def speed_options(config: RunConfig, speed: SpeedPlan, longest_prompt: int) -> d
     return options
 
 
+def grows_cache(config: RunConfig, speed: SpeedPlan) -> bool:
+    """Whether the decode loop runs over transformers' dynamic KV cache, one key longer every step."""
+    return not speed.static_cache and config.speed != "continuous"
+
+
 def was_compiled(model: Any) -> bool:
     """Whether transformers compiled the decode step (it silently skips models it deems not compileable)."""
     from sfteval.model import loading
@@ -790,6 +795,7 @@ class Ready:
     # HF 4-bit: "bitsandbytes" (its kernel), "torch" (sfteval.model.nf4, compiled) or "once" (bf16 weights)
     nf4_dequantize: str | None
     speed: SpeedPlan
+    cudnn_attention: bool | None  # whether SDPA may pick cuDNN's kernel; None without CUDA
 
 
 def plan(config: RunConfig) -> Job:
@@ -931,6 +937,14 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
         log(f"note: one {generation.compile_layers_once(model)} is compiled and reused for every layer")
     elif config.compile_layers_once:
         log("note: --compile-layers-once has no effect: this run's decode step is not compiled")
+    cudnn_attention = None
+    if job.has_cuda:
+        cudnn_attention = not grows_cache(config, speed)
+        if not cudnn_attention:
+            attention.skip_cudnn_attention()
+            log(
+                "note: SDPA without cuDNN's kernel, which plans anew for each key length: every step of a growing cache"
+            )
     # After the compile decisions above: a step that is not compiled reads the cache through SDPA.
     if speed.gqa_decode:
         attention.use_gqa_decode(model, flex=speed.flex_decode)
@@ -945,7 +959,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
             raise UserError(
                 f"--resume: {job.partial.path.name} was made with other settings ({', '.join(diff)} differ)"
             )
-    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize, speed)
+    return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize, speed, cudnn_attention)
 
 
 def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> SideFile:
@@ -1030,6 +1044,7 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
         "gqa_decode": ready.speed.gqa_decode,
         "flex_decode": ready.speed.flex_decode,
         "compile_layers_once": ready.speed.compile_layers_once,
+        "cudnn_attention": ready.cudnn_attention,
         "speed_reason": ready.speed.reason,
         "nf4_dequantize": ready.nf4_dequantize,
         "load_seconds": round(time.perf_counter() - started, 2),
@@ -1305,6 +1320,7 @@ def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int
             "gqa_decode": ready.speed.gqa_decode,
             "flex_decode": ready.speed.flex_decode,
             "compile_layers_once": ready.speed.compile_layers_once,
+            "cudnn_attention": ready.cudnn_attention,
             "compiled": any(b.get("compiled") for b in partial.batches),
             # transformers' continuous batching as the last --speed continuous session sized it
             "continuous": continuous_knobs,

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sfteval.cli import UserError
-from sfteval.model import loading
+from sfteval.model import attention, loading
 
 # Chat templates end an assistant turn with these; each is a stop token where the vocabulary has it.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -194,9 +194,11 @@ def generate_indexed(
 def stream_one(
     model: Any, tokenizer: Any, prompt_ids: Sequence[int], settings: GenerationSettings, stop_ids: Sequence[int]
 ) -> Completion:
-    """Generate for one prompt, printing tokens as they come."""
+    """Generate for one prompt, printing tokens as they come (over a growing cache: no cuDNN attention)."""
     import torch
     from transformers import TextStreamer
+
+    attention.skip_cudnn_attention()
 
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     device = next(model.parameters()).device

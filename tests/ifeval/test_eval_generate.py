@@ -304,6 +304,14 @@ def test_speed_auto_compiles_long_gpu_runs_only():
     assert once.compile_layers_once and "one layer compiled, reused" in once.reason
     assert not full.compile_layers_once and "reused" not in full.reason
     assert not plan(n=64, batch=64, max_new_tokens=256, compile_layers_once=True).compile_layers_once
+    # cuDNN's attention stays out of a decode loop whose cache grows by a key a step (the eager path).
+    grows = ifeval_run.grows_cache
+    assert grows(ifeval_run.RunConfig(model="m"), short) and not grows(ifeval_run.RunConfig(model="m"), full)
+    assert not grows(ifeval_run.RunConfig(model="m", speed="continuous"), plan(speed="continuous"))
+    static_only = plan(speed="eager", static_cache=True)
+    assert (
+        static_only.static_cache and not static_only.compile and not grows(ifeval_run.RunConfig(model="m"), static_only)
+    )
 
 
 def test_four_bit_dequantizes_once_by_default_where_memory_allows():

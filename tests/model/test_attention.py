@@ -212,3 +212,16 @@ def test_cuda_varlen_compiled_with_dynamic_shapes_follows_each_packing():
         eager, _ = attention.varlen_sdpa(module(4), q, k, v, None, scaling=0.125, **lengths)
         got, _ = compiled(module(4), q, k, v, None, scaling=0.125, **lengths)
         assert (got.float() - eager.float()).abs().max() <= 1e-2 * eager.float().abs().max()
+
+
+def test_skip_cudnn_attention_turns_the_backend_off_on_cuda_only(monkeypatch):
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert attention.skip_cudnn_attention() is False and torch.backends.cuda.cudnn_sdp_enabled()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert attention.skip_cudnn_attention() is True and not torch.backends.cuda.cudnn_sdp_enabled()
+        assert attention.skip_cudnn_attention() is False  # already off
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
