@@ -251,6 +251,8 @@ def main(argv=None) -> int:
         "over 40-120 tokens as in real IFEval batches. Decode attention: transformers' SDPA,",
         "`eval_generate.py --gqa-decode`, or unsloth's own. Time vs hf bf16: against the hf bf16 dynamic-cache",
         "row with the same prompts and decode attention (SDPA for unsloth rows). A run without a result says why.",
+        "Dynamic-cache rows from before f483bc1 (no `cudnn_attention` in their records) let SDPA use cuDNN's kernel,",
+        "which plans anew at every step of a growing cache; the eager path now leaves it out (bench/README.md).",
         "",
         "| loader | precision | int8 threshold | prompts | decode attention | KV cache | rows x batches | tokens/s | ms/step "
         "| IFEval min | time vs hf bf16 | peak GB | load s | file |",

@@ -25,6 +25,7 @@ SCRIPTS = [
     "bench/cli_bench.py",
     "bench/study_report.py",
     "bench/profile_generate.py",
+    "bench/decode_parity.py",
 ]
 
 

@@ -115,24 +115,26 @@ step_decode_paths() {
 
 
 # SmolLM2's compiled default path did not finish 181 prompts in 150 s where eager took 117 s for
-# the process (H100, 2026-12-07); the random 8B shape compiles fine. This step narrows it down on
-# 64 prompts x 256 tokens: eager, then compiled by force with and without flex attention, each
-# inside torch's profiler (bench/profile_generate.py: top operators, kernel and CUDA graph launch
-# counts) with dynamo's recompile and CUDA graph logs.
+# the process (H100, 2026-12-07). The eager half is explained (cuDNN's SDPA kernel planning anew at
+# every step, now off on the eager path); at 64 x 256 the compiled step traced one graph, one CUDA
+# graph and no recompile. This step times the compiled step (flex, then SDPA) on the first 181
+# prompts in one batch with dynamo's recompile and CUDA graph logs, then profiles 32 steps of the
+# flex one (bench/profile_generate.py; a profiled eager decode runs several times slower).
 step_compile_diag() {
   mkdir -p $X/compile_diag
   local name flags out
-  for name in eager flex sdpa; do
-    out=$X/compile_diag/smollm2_$name.profile.json
+  for name in flex sdpa; do
+    out=$X/compile_diag/smollm2_$name.json
     [ -f $out ] && continue
-    flags="--speed eager --static-cache --compile --gqa-decode"
-    [ $name = sdpa ] && flags="$flags --no-flex-decode"
-    [ $name = eager ] && flags="--speed eager --gqa-decode"
-    rm -f $X/compile_diag/smollm2_$name.json $X/compile_diag/smollm2_$name.partial.jsonl
-    SECONDS=0
-    TORCH_LOGS="recompiles,cudagraphs,perf_hints" timeout ${PATH_SECONDS:-150} python3 bench/profile_generate.py --out $out -- \
-      --model $M --precision bf16 --prompts $P --limit 64 --max-new-tokens 256 --no-progress \
-      --output $X/compile_diag/smollm2_$name.json $flags >> $X/logs/compile_diag_$name.log 2>&1
-    echo "$name rc=$? ${SECONDS}s $(grep -c -i recompil $X/logs/compile_diag_$name.log) recompile lines"
+    flags="--speed eager --static-cache --compile --gqa-decode"; [ $name = sdpa ] && flags="$flags --no-flex-decode"
+    rm -f ${out%.json}.partial.jsonl; SECONDS=0
+    TORCH_LOGS="recompiles,cudagraphs,perf_hints" timeout ${PATH_SECONDS:-150} python3 eval_generate.py --model $M \
+      --precision bf16 --prompts $P --limit 181 --batch-size 181 --output $out --no-progress $flags \
+      >> $X/logs/compile_diag_$name.log 2>&1
+    echo "$name rc=$? ${SECONDS}s: $(grep -E 'responses \(' $X/logs/compile_diag_$name.log)"
   done
+  out=$X/compile_diag/smollm2_flex_32steps.profile.json
+  [ -f $out ] || timeout ${PATH_SECONDS:-150} python3 bench/profile_generate.py --out $out -- --model $M --precision bf16 \
+    --prompts $P --limit 181 --batch-size 181 --max-new-tokens 32 --no-progress --speed eager --static-cache --compile \
+    --gqa-decode --output $X/compile_diag/smollm2_flex_32steps.json >> $X/logs/compile_diag_profile.log 2>&1
 }

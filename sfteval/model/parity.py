@@ -115,3 +115,45 @@ def summarize(run: dict[str, Any], reference: dict[str, Any] | None) -> dict[str
             mean_abs_logprob_diff_per_token=statistics.fmean(per_token),
         )
     return summary
+
+
+def divergence_margin(
+    model: Any, prompt_ids: list[int], ids_a: list[int], ids_b: list[int], stop_ids: list[int]
+) -> dict[str, Any] | None:
+    """Where two greedy answers to one prompt part, how close `model` finds the two choices there:
+    the gap between the two tokens' logits (a gap within bf16's rounding means a near-tie that any
+    kernel change may flip) and each token's rank. None when the answers are identical. An answer
+    that stopped where the other goes on chose a stop token: the stop id the model ranks highest."""
+    import torch
+
+    position = first_divergence(ids_a, ids_b)
+    if position is None:
+        return None
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids + ids_a[:position]], device=device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, -1].float()
+    best_stop = max(stop_ids, key=lambda t: float(logits[t]))
+    token_a = ids_a[position] if position < len(ids_a) else best_stop
+    token_b = ids_b[position] if position < len(ids_b) else best_stop
+    return {
+        "position": position,
+        "logit_gap": round(abs(float(logits[token_a] - logits[token_b])), 4),
+        "rank_a": int((logits > logits[token_a]).sum()),
+        "rank_b": int((logits > logits[token_b]).sum()),
+    }
+
+
+def margin_summary(margins: list[dict[str, Any] | None], gaps: tuple[float, ...] = (0.125, 0.5, 1.0)) -> dict:
+    """Counts over divergence_margin results: identical answers, and how close the diverging ones were."""
+    parted = [m for m in margins if m is not None]
+    summary: dict[str, Any] = {
+        "n": len(margins),
+        "identical": len(margins) - len(parted),
+        "median_first_divergence": statistics.median(m["position"] for m in parted) if parted else None,
+        "median_logit_gap": statistics.median(m["logit_gap"] for m in parted) if parted else None,
+        "both_in_top2": sum(max(m["rank_a"], m["rank_b"]) <= 1 for m in parted),
+    }
+    for gap in gaps:
+        summary[f"gap_at_most_{gap}"] = sum(m["logit_gap"] <= gap for m in parted)
+    return summary

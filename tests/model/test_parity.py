@@ -37,3 +37,55 @@ def test_cli_rejects_a_bad_run_spec():
         text=True,
     )
     assert done.returncode == 2 and "expected LOADER:PRECISION" in done.stderr
+
+
+def test_divergence_margin_reads_the_two_choices_at_the_first_parting(tiny_llama_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    prompt = [128000, 791, 4062, 374]
+    answer = [1176, 2103, 3305, 4407]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt + answer[:2]])).logits[0, -1]
+    other = int(logits.argsort(descending=True)[1])
+    other = other if other != answer[2] else int(logits.argsort(descending=True)[0])
+    parted = answer[:2] + [other, 9]
+    margin = parity.divergence_margin(model, prompt, answer, parted, stop_ids=[128009])
+    assert margin["position"] == 2
+    assert margin["logit_gap"] == pytest.approx(abs(float(logits[answer[2]] - logits[other])), abs=1e-3)
+    assert margin["rank_b"] <= 1 and margin["rank_a"] == int((logits > logits[answer[2]]).sum())
+    assert parity.divergence_margin(model, prompt, answer, list(answer), stop_ids=[128009]) is None
+    stopped = parity.divergence_margin(model, prompt, answer[:2], answer, stop_ids=[128009, 128001])
+    best_stop = 128009 if logits[128009] >= logits[128001] else 128001
+    assert stopped["logit_gap"] == pytest.approx(abs(float(logits[best_stop] - logits[answer[2]])), abs=1e-3)
+
+    summary = parity.margin_summary([None, margin, {**margin, "logit_gap": 2.0, "rank_a": 5}])
+    assert (summary["n"], summary["identical"], summary["median_first_divergence"]) == (3, 1, 2)
+    assert summary["gap_at_most_1.0"] == (margin["logit_gap"] <= 1.0) + 0 and summary["both_in_top2"] <= 1
+
+
+def test_decode_parity_cli_counts_identical_answers(tiny_llama_dir, shared_data, tmp_path):
+    rows = [json.loads(line) for line in (shared_data / "ifeval" / "input_data.jsonl").read_text().splitlines()[:3]]
+    metadata = {"template": "chat", "generation": {"stop_token_ids": [128009]}}
+    answers = ["First answer here.", "Second one, a bit longer.", "Third."]
+
+    def write(name, texts):
+        responses = [{"key": r["key"], "prompt": r["prompt"], "response": t} for r, t in zip(rows, texts)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"kind": "ifeval_responses", "metadata": metadata, "responses": responses}))
+        return str(path)
+
+    reference = write("a.json", answers)
+    other = write("b.json", [answers[0], "Second one, a bit shorter.", answers[2]])
+    out = tmp_path / "parity.json"
+    command = [sys.executable, str(ROOT / "bench" / "decode_parity.py"), "--model", str(tiny_llama_dir)]
+    command += ["--reference", reference, "--runs", other, reference, "--output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["identical"], r["n"]) for r in runs] == [(2, 3), (3, 3)]
+    assert runs[0]["rows"][0]["key"] == rows[1]["key"] and runs[0]["rows"][0]["position"] > 0
+    assert "2 of 3 identical" in done.stdout
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
