@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sfteval import cli, records  # noqa: E402
+from sfteval import cli, records, schemas  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -36,10 +36,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def read_responses(path: str) -> dict[str, Any]:
-    document = records.read_json(path, "responses file")
-    if not isinstance(document, dict) or not isinstance(document.get("responses"), list):
-        raise cli.UserError(f"{path}: not a responses file from eval_generate.py (no `responses` list)")
-    return document
+    return schemas.validate(records.read_json(path, "responses file"), "ifeval_responses", path)
 
 
 def answer_ids(tokenizer: Any, row: dict[str, Any]) -> list[int]:

@@ -72,9 +72,10 @@ def test_decode_parity_cli_counts_identical_answers(tiny_llama_dir, shared_data,
     answers = ["First answer here.", "Second one, a bit longer.", "Third."]
 
     def write(name, texts):
-        responses = [{"key": r["key"], "prompt": r["prompt"], "response": t} for r, t in zip(rows, texts)]
+        responses = [{**r, "response": t} for r, t in zip(rows, texts)]
+        document = {"schema_version": 1, "kind": "ifeval_responses", "metadata": metadata, "responses": responses}
         path = tmp_path / name
-        path.write_text(json.dumps({"kind": "ifeval_responses", "metadata": metadata, "responses": responses}))
+        path.write_text(json.dumps(document))
         return str(path)
 
     reference = write("a.json", answers)
