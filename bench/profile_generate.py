@@ -103,17 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         except Stopped:
             print("stopped by SIGTERM: summarizing the profile so far", file=sys.stderr)
     wall = time.perf_counter() - start
-    summary = {
-        "eval_generate_args": argv[split + 1 :],
-        "finished": result is not None,
-        "run_summary": result.summary if result else None,
-        **summarize(prof, wall, args.top),
-        "versions": records.library_versions(),
-        "git_commit": records.git_commit(),
-    }
+    metadata = records.run_metadata(
+        eval_generate_args=argv[split + 1 :],
+        finished=result is not None,
+        run_summary=result.summary if result else None,
+    )
+    summary = summarize(prof, wall, args.top)
     if args.trace:
         prof.export_chrome_trace(args.trace)
-    records.write_json_atomic(out, summary)
+    records.write_json_atomic(out, records.envelope("generate_profile", metadata, **summary))
     print_summary(summary)
     return 0
 

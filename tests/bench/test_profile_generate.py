@@ -25,8 +25,10 @@ def test_profiles_the_real_run(tmp_path, tiny_llama_dir, shared_data):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(out.read_text())
-    assert summary["finished"] and summary["run_summary"]["n_prompts"] == 3
-    assert summary["eval_generate_args"] == args
+    metadata = summary["metadata"]
+    assert summary["kind"] == "generate_profile" and "git_commit" in metadata and metadata["library_versions"]
+    assert metadata["finished"] and metadata["run_summary"]["n_prompts"] == 3
+    assert metadata["eval_generate_args"] == args
     assert len(summary["top_cpu"]) == 5 and summary["top_cpu"][0]["self_cpu_ms"] > 0
     assert any(row["name"] == "aten::mm" for row in summary["top_cpu"])  # the layers' matmuls ran under it
     assert len(json.loads(responses.read_text())["responses"]) == 3
