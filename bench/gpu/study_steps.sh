@@ -28,7 +28,7 @@ if [ -n "$DRY_RUN" ]; then
 else
   BF16=bf16; Q4=4bit; TRAIN_EXTRA="--val-size 100"; GEN_EXTRA=; MMLU_EXTRA=
 fi
-STEPS=(join:150 study:420 bench8b_build:60 bench8b_bf16:280 bench8b_bf16_layers:280 bench8b_bf16_sdpa:280 bench8b_4bit:300 bench8b_4bit_packed:300 bench8b_train:300)
+STEPS=(join:150 study:420 bench8b_build:60 bench8b_bf16:280 bench8b_bf16_layers:280 bench8b_bf16_sdpa:280 bench8b_bf16_eager:300 bench8b_4bit:300 bench8b_4bit_packed:300 bench8b_train:300)
 
 # One random-init Llama-3.1-8B shape with the real Llama 3 tokenizer for every bench8b step, so
 # the prompts have the token lengths users' prompts have (the word-level tokenizer of
@@ -44,6 +44,9 @@ step_bench8b_bf16() { bench8b bf16; }
 step_bench8b_bf16_layers() { TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_layers bench8b bf16 --compile-layers-once; }
 # The same with SDPA over the whole static cache instead of flex attention over its filled blocks.
 step_bench8b_bf16_sdpa() { bench8b bf16 --no-flex-decode; }
+# The same through the eager loop (dynamic cache, no compile): what the compiled default must beat
+# on a run this long, and the figure that sets COMPILE_MIN_DECODE_STEPS.
+step_bench8b_bf16_eager() { bench8b bf16 "--speed eager"; }
 step_bench8b_4bit() { bench8b 4bit; }
 # The same keeping the packed NF4 weights (dequantized at every compiled step), the default before.
 step_bench8b_4bit_packed() { bench8b 4bit "--dequantize-once false"; }
