@@ -112,37 +112,3 @@ def tiny_llama_dir(tmp_path_factory, llama3_tokenizer) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=2048,
     )
-
-
-# Fake secrets in the smoke run's environment; no file it writes may hold them (tests/test_secrets.py).
-FAKE_SECRETS = {
-    "HF_TOKEN": "hf_sfteTestFakeTokenNeverToBeWritten0042",
-    "HUGGING_FACE_HUB_TOKEN": "hf_sfteTestFakeTokenNeverToBeWritten0042",
-    "WANDB_API_KEY": "sfteval0fake0wandb0key0never0written0000",
-}
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, shared_data, smollm2_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """README's install check, `run_pipeline.py --smoke` on SmolLM2, run once for the session with
-    FAKE_SECRETS set and home, caches and W&B folders inside its own folder (the smoke and the
-    secrets tests both read it). Returns (that folder, the process); the outputs are in `smoke/`."""
-    root = tmp_path_factory.mktemp("smoke_run")
-    (root / "home").mkdir()
-    env = {
-        **os.environ,
-        **FAKE_SECRETS,
-        "HOME": str(root / "home"),
-        "XDG_CACHE_HOME": str(root / "cache"),
-        "HF_HOME": str(root / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_CACHE_DIR": str(root / "wandb_cache"),
-        "WANDB_CONFIG_DIR": str(root / "wandb_config"),
-        "WANDB_DATA_DIR": str(root / "wandb_data"),
-        "SFTEVAL_CACHE": str(root / "sfteval_cache"),
-    }
-    command = [sys.executable, str(ROOT / "run_pipeline.py"), "--smoke", "--model", str(smollm2_dir)]
-    done = subprocess.run(
-        [*command, "--out", str(root / "smoke")], cwd=root, env=env, capture_output=True, text=True, timeout=1200
-    )
-    return root, done
