@@ -338,9 +338,9 @@ def measure(model: Any, tokenizer: Any, run: dict, batch_size: int, args: argpar
 
 
 def was_compiled(model: Any) -> bool:
-    from sfteval.ifeval import run as ifeval_run
+    from sfteval.ifeval import speed_plan
 
-    return ifeval_run.was_compiled(model)
+    return speed_plan.was_compiled(model)
 
 
 def kv_bytes_per_token(model: Any) -> int:

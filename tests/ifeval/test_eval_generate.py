@@ -14,6 +14,7 @@ import pytest
 
 from sfteval.cli import UserError
 from sfteval.ifeval import run as ifeval_run
+from sfteval.ifeval import speed_plan
 from sfteval.model import generation
 from tests.conftest import ROOT, load_script
 
@@ -268,7 +269,7 @@ def test_compile_mode_reaches_generate():
 
     def options(compile=False, **flags):
         config = ifeval_run.RunConfig(model="m", static_cache=True, compile=compile, **flags)
-        return ifeval_run.speed_options(config, ifeval_run.SpeedPlan(True, compile, False, ""), 100)
+        return speed_plan.speed_options(config, speed_plan.SpeedPlan(True, compile, False, ""), 100)
 
     assert options() == {"cache_implementation": "static", "max_cache_len": 1380, "disable_compile": True}
     assert "compile_config" not in options(compile=True)  # transformers' default, reduce-overhead
@@ -280,7 +281,7 @@ def test_speed_auto_compiles_long_gpu_runs_only():
 
     def plan(loader="hf", cuda=True, n=541, batch=271, **flags):
         config = ifeval_run.RunConfig(model="m", **flags)
-        return ifeval_run.plan_speed(config, loader, cuda, n, batch)
+        return speed_plan.plan_speed(config, loader, cuda, n, batch)
 
     full = plan()  # 2 batches x 1280 steps
     assert (full.static_cache, full.compile, full.gqa_decode) == (True, True, True)
@@ -298,14 +299,14 @@ def test_speed_auto_compiles_long_gpu_runs_only():
     assert plan(speed="eager", compile=True, gqa_decode=True).flex_decode is True
     skipped = plan()
     skipped.compile = False  # as load() does for 8-bit with its outlier path
-    assert not skipped.flex_decode and "flex" not in ifeval_run.describe_speed(skipped)
+    assert not skipped.flex_decode and "flex" not in speed_plan.describe_speed(skipped)
     # --compile-layers-once rides on a compiled step only, and says so in the plan.
     once = plan(compile_layers_once=True)
     assert once.compile_layers_once and "one layer compiled, reused" in once.reason
     assert not full.compile_layers_once and "reused" not in full.reason
     assert not plan(n=64, batch=64, max_new_tokens=256, compile_layers_once=True).compile_layers_once
     # cuDNN's attention stays out of a decode loop whose cache grows by a key a step (the eager path).
-    grows = ifeval_run.grows_cache
+    grows = speed_plan.grows_cache
     assert grows(ifeval_run.RunConfig(model="m"), short) and not grows(ifeval_run.RunConfig(model="m"), full)
     assert not grows(ifeval_run.RunConfig(model="m", speed="continuous"), plan(speed="continuous"))
     static_only = plan(speed="eager", static_cache=True)
@@ -326,7 +327,7 @@ def test_four_bit_dequantizes_once_by_default_where_memory_allows():
         True,
         False,
     ]
-    auto = ifeval_run.auto_dequantize
+    auto = speed_plan.auto_dequantize
     assert auto(config(), "hf", True)
     assert not any(
         (auto(config("--dequantize-once", "false"), "hf", True), auto(config("--dequantize-once"), "hf", True))
@@ -336,8 +337,8 @@ def test_four_bit_dequantizes_once_by_default_where_memory_allows():
     bf16 = cli.parse_settings([ifeval_run.RunConfig], ["--model", "m", "--precision", "bf16"], None)[0]
     assert not auto(bf16, "hf", True)
     # Llama-3.1-8B's NF4 layers in bf16 are about 14 GB: yes with 74 GB free (an 80 GB card), no with 18 (24 GB).
-    assert ifeval_run.dequantize_fits(14 * 10**9, 74 * 10**9)
-    assert not ifeval_run.dequantize_fits(14 * 10**9, 18 * 10**9)
+    assert speed_plan.dequantize_fits(14 * 10**9, 74 * 10**9)
+    assert not speed_plan.dequantize_fits(14 * 10**9, 18 * 10**9)
 
 
 def test_config_file_sets_defaults_and_flags_win(tmp_path):
@@ -432,10 +433,10 @@ def test_batches_are_balanced_sorted_and_shrink_after_out_of_memory():
 def test_auto_batch_size_fits_the_8b_kv_cache_on_an_80gb_card():
     kv, act = 2 * 32 * 8 * 128 * 2, (2 * 14336 + 4 * 4096) * 2  # Llama-3.1-8B, bf16
     assert kv == 128 * 1024
-    size = ifeval_run.fit_batch_size(63 * 10**9, kv, act, 410, 1280, 541)
+    size = speed_plan.fit_batch_size(63 * 10**9, kv, act, 410, 1280, 541)
     assert 181 <= size <= 256  # 3 batches of 181 for the 541 prompts
-    assert ifeval_run.fit_batch_size(10**9, kv, act, 410, 1280, 541) == 1
-    assert ifeval_run.fit_batch_size(10**12, kv, act, 410, 1280, 20) == 20
+    assert speed_plan.fit_batch_size(10**9, kv, act, 410, 1280, 541) == 1
+    assert speed_plan.fit_batch_size(10**12, kv, act, 410, 1280, 20) == 20
 
 
 def test_auto_batch_size_reads_the_model_shape(monkeypatch):
@@ -449,10 +450,10 @@ def test_auto_batch_size_reads_the_model_shape(monkeypatch):
                            num_key_value_heads=8, vocab_size=128256),
         dtype=torch.bfloat16,
     )  # fmt: skip
-    assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == ifeval_run.CPU_BATCH_SIZE
+    assert speed_plan.auto_batch_size(model, 541, 410, 1280) == speed_plan.CPU_BATCH_SIZE
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: calls.append("mem_get_info") or (63 * 10**9, 80 * 10**9))
-    assert ifeval_run.auto_batch_size(model, 541, 410, 1280) == 214
+    assert speed_plan.auto_batch_size(model, 541, 410, 1280) == 214
     assert calls == ["empty_cache", "mem_get_info"]  # what the allocator holds unused counts as free
