@@ -7,17 +7,7 @@ that file. The end result is the `ifeval_responses` document of docs/FORMATS.md,
 atomically, plus `<stem>.official.jsonl` for Google's scorer. The side file is then removed:
 the final document holds everything it held.
 
-The side file `<stem>.partial.jsonl` has one JSON object per line:
-
-    {"kind": "ifeval_responses_partial", "schema_version": 1, "output": "<stem>.json", "settings": {...}}
-    {"session": {...}}   one per start or resume: when, where, with what batch size and speed knobs
-    {"key": ..., ...}    one response row, exactly as in the final file, in the order generated
-    {"batch": {...}}     after each batch's rows: rows, seconds, new tokens, peak GPU memory
-
-`settings` holds what the responses depend on (model, adapter, precision, loader, template,
-generation settings, stop tokens, the prompts); a resume must match it exactly. Speed knobs
-(batch size, static cache, compile) may differ between sessions and are recorded per session.
-A line cut short by a crash is dropped before the run goes on.
+The side file's format and reading are in sfteval.ifeval.side_file.
 
 Shards: `shard="i/N"` generates every N-th prompt of the prompt set (after `limit`), starting
 at prompt i (0-based), into `<name>.shard<i>of<N>.json`; `sfteval.ifeval.shards.merge` (merge_shards.py)
@@ -43,13 +33,11 @@ from typing import Any, Literal
 from sfteval import distributed, records
 from sfteval.cli import UserError, setting, tqdm_disable
 from sfteval.ifeval import prompts as ifeval_prompts
-from sfteval.ifeval import speed_plan
+from sfteval.ifeval import side_file, speed_plan
 from sfteval.model import attention, generation
 
 KIND = "ifeval_responses"
-PARTIAL_KIND = "ifeval_responses_partial"
 DEFAULT_DIR = Path("eval_responses")
-PARTIAL_SUFFIX = ".partial.jsonl"
 OFFICIAL_SUFFIX = ".official.jsonl"
 
 # Fields of `settings` that can be known before the model is loaded; the template and the
@@ -205,7 +193,7 @@ class RunPaths:
 
     @property
     def partial(self) -> Path:
-        return self.output.with_name(self.stem + PARTIAL_SUFFIX)
+        return self.output.with_name(self.stem + side_file.PARTIAL_SUFFIX)
 
     @property
     def official(self) -> Path:
@@ -215,11 +203,11 @@ class RunPaths:
     def from_any(cls, path: str | Path) -> RunPaths:
         """The run a path belongs to: its output .json, its .partial.jsonl or its .official.jsonl."""
         path = Path(path)
-        for suffix in (PARTIAL_SUFFIX, OFFICIAL_SUFFIX):
+        for suffix in (side_file.PARTIAL_SUFFIX, OFFICIAL_SUFFIX):
             if path.name.endswith(suffix):
                 return cls(path.with_name(path.name[: -len(suffix)] + ".json"))
         if path.suffix != ".json":
-            raise UserError(f"{path}: expected a responses .json file or its {PARTIAL_SUFFIX} side file")
+            raise UserError(f"{path}: expected a responses .json file or its {side_file.PARTIAL_SUFFIX} side file")
         return cls(path)
 
 
@@ -229,112 +217,6 @@ class RunResult:
     official: Path
     status: str  # "written" or "already complete"
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- side file
-
-
-@dataclass
-class Partial:
-    path: Path
-    header: dict[str, Any]
-    rows: list[dict[str, Any]]
-    batches: list[dict[str, Any]]
-    sessions: list[dict[str, Any]]
-    good_bytes: (
-        int  # length of the settled part; what a crash cut short (a torn line, rows without their batch) lies beyond
-    )
-    torn_tail: bool
-
-
-def read_partial(path: str | Path) -> Partial:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no unfinished run at {path}")
-    data = path.read_bytes()
-    objects, ends = [], []  # each complete line's object and the byte offset where the line ends
-    offset = 0
-    # Every complete line ends in "\n"; whatever follows the last "\n" was cut short by a crash.
-    for number, raw in enumerate(data.split(b"\n")[:-1], 1):
-        offset += len(raw) + 1
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"{path} line {number} is not valid JSON; the side file is damaged") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path} line {number} is not a JSON object; the side file is damaged")
-        objects.append(obj)
-        ends.append(offset)
-    if not objects or objects[0].get("kind") != PARTIAL_KIND:
-        raise UserError(
-            f"{path} is not a side file of eval_generate.py (its first line is not a {PARTIAL_KIND} header)"
-        )
-    # A batch's rows and its record are one write: rows after the last record lost it to a crash, so
-    # they count as cut short too (generated again), and every session's row count adds up.
-    settled = max(i for i, obj in enumerate(objects) if "key" not in obj)
-    header, rows, batches, sessions = objects[0], [], [], []
-    for obj in objects[1 : settled + 1]:
-        if "key" in obj:
-            rows.append(obj)
-        elif "batch" in obj:
-            batches.append(obj["batch"])
-        elif "session" in obj:
-            sessions.append(obj["session"])
-    good_bytes = ends[settled]
-    return Partial(path, header, rows, batches, sessions, good_bytes, good_bytes < len(data))
-
-
-class SideFile:
-    """Appends lines and forces them to disk, so a crash loses at most the batch in flight."""
-
-    def __init__(self, path: Path, truncate_to: int | None = None):
-        if truncate_to is not None:
-            with open(path, "r+b") as handle:
-                handle.truncate(truncate_to)
-        self.path = path
-        self.handle = open(path, "a", encoding="utf-8", newline="\n")
-
-    def append(self, objects: Sequence[dict[str, Any]]) -> None:
-        self.handle.write("".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def differing(current: dict[str, Any], recorded: dict[str, Any], keys: Sequence[str]) -> list[str]:
-    return [k for k in keys if current.get(k) != recorded.get(k)]
-
-
-def side_files(folder: Path, settings: dict[str, Any]) -> Iterator[tuple[Path, list[str]]]:
-    """(side file, the settings it differs in) for each side file in `folder`, newest first."""
-    candidates = sorted(folder.glob("*" + PARTIAL_SUFFIX), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                header = json.loads(handle.readline())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(header, dict) and header.get("kind") == PARTIAL_KIND:
-            yield path, differing(settings, header.get("settings", {}), list(settings))
-
-
-def find_partial(folder: Path, settings: dict[str, Any]) -> Path:
-    """The newest side file in `folder` whose settings match; a one-line error naming what
-    differs when none does."""
-    found = list(side_files(folder, settings))
-    for path, diff in found:
-        if not diff:
-            return path
-    if not found:
-        raise UserError(f"--resume: no unfinished run ({PARTIAL_SUFFIX} file) in {folder}")
-    raise UserError(
-        f"--resume: no unfinished run in {folder} matches these settings "
-        f"(the newest, {found[0][0].name}, differs in: {', '.join(found[0][1])})"
-    )
 
 
 # ----------------------------------------------------------------------------- shards
@@ -559,11 +441,11 @@ def choose_paths(
         elif named is not None:
             paths = RunPaths(named)
         else:
-            paths = RunPaths.from_any(find_partial(output_folder(config), settings))
+            paths = RunPaths.from_any(side_file.find_partial(output_folder(config), settings))
         return paths, True
     if named is None:
         folder = output_folder(config)
-        unfinished = next((path for path, diff in side_files(folder, settings) if not diff), None)
+        unfinished = next((path for path, diff in side_file.side_files(folder, settings) if not diff), None)
         if unfinished is not None:
             raise UserError(
                 f"{unfinished} holds an unfinished run with these settings; pass --resume to complete it, "
@@ -592,7 +474,7 @@ class Job:
     has_cuda: bool
     settings: dict[str, Any]
     paths: RunPaths
-    partial: Partial | None  # the side file being resumed
+    partial: side_file.Partial | None  # the side file being resumed
     shard: Shard | None = None
     n_prompts_all_shards: int = 0
 
@@ -665,8 +547,8 @@ def plan(config: RunConfig) -> Job:
     records.check_writable_folder(paths.output.parent, "the output folder")
     partial = None
     if resuming and not paths.output.exists():
-        partial = read_partial(paths.partial)
-        diff = differing(settings, partial.header.get("settings", {}), list(settings))
+        partial = side_file.read_partial(paths.partial)
+        diff = side_file.differing(settings, partial.header.get("settings", {}), list(settings))
         if diff:
             raise UserError(f"--resume: {paths.partial.name} was made with other settings ({', '.join(diff)} differ)")
     return Job(
@@ -771,7 +653,7 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     stop_ids += [i for i in adapter_stop_ids(tokenizer, job.train_config) if i not in stop_ids]
     job.settings.update(template=template, stop_token_ids=stop_ids)
     if job.partial is not None:
-        diff = differing(job.settings, job.partial.header.get("settings", {}), LATE_SETTINGS)
+        diff = side_file.differing(job.settings, job.partial.header.get("settings", {}), LATE_SETTINGS)
         if diff:
             raise UserError(
                 f"--resume: {job.partial.path.name} was made with other settings ({', '.join(diff)} differ)"
@@ -779,12 +661,12 @@ def load(job: Job, log: Callable[[str], None]) -> Ready:
     return Ready(loaded, model, template, stop_ids, encoded, batch_size, nf4_dequantize, speed, cudnn_attention)
 
 
-def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> SideFile:
+def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]) -> side_file.SideFile:
     paths = job.paths
     if job.partial is None:
         paths.output.parent.mkdir(parents=True, exist_ok=True)
         header = {
-            "kind": PARTIAL_KIND,
+            "kind": side_file.PARTIAL_KIND,
             "schema_version": records.SCHEMA_VERSION,
             "output": paths.output.name,
             "created_at": records.now_iso(),
@@ -792,11 +674,11 @@ def open_side_file(job: Job, session: dict[str, Any], log: Callable[[str], None]
         }
         with open(paths.partial, "x", encoding="utf-8", newline="\n") as handle:  # "x": never overwrite
             handle.write(json.dumps(header, ensure_ascii=False) + "\n")
-        side = SideFile(paths.partial)
+        side = side_file.SideFile(paths.partial)
     else:
         if job.partial.torn_tail:
             log(f"dropping what the crash cut short at the end of {paths.partial.name} (it is generated again)")
-        side = SideFile(paths.partial, truncate_to=job.partial.good_bytes)
+        side = side_file.SideFile(paths.partial, truncate_to=job.partial.good_bytes)
     side.append([{"session": session}])
     return side
 
@@ -882,7 +764,7 @@ def run_planned(job: Job, log: Callable[[str], None]) -> RunResult:
         resets = generate(job, ready, done, session, side)
     finally:
         side.close()
-    document = build_document(job, ready, read_partial(paths.partial), resets)
+    document = build_document(job, ready, side_file.read_partial(paths.partial), resets)
     records.write_json_atomic(paths.output, document)
     write_official(paths.official, document["responses"])
     paths.partial.unlink()
@@ -909,7 +791,7 @@ def adapter_stop_ids(tokenizer: Any, train_config: dict[str, Any] | None) -> lis
     return ids
 
 
-def done_rows(partial: Partial, selected: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def done_rows(partial: side_file.Partial, selected: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     wanted = {r["key"]: r for r in selected}
     done: dict[int, dict[str, Any]] = {}
     for row in partial.rows:
@@ -923,7 +805,7 @@ def done_rows(partial: Partial, selected: list[dict[str, Any]]) -> dict[int, dic
 
 
 def generate_pending(
-    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: SideFile
+    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: side_file.SideFile
 ) -> int:
     """The batch loop over the prompts not yet in `done`; each finished (sub-)batch goes to the
     side file at once. Returns how often the tokenizer's padding side had to be reset."""
@@ -991,7 +873,7 @@ def generate_pending(
 
 
 def generate_continuous(
-    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: SideFile
+    job: Job, ready: Ready, done: dict[int, dict[str, Any]], session: dict[str, Any], side: side_file.SideFile
 ) -> int:
     """--speed continuous: every prompt not yet in `done` goes to transformers' continuous
     batching at once (longest first); finished rows reach the side file in groups of
@@ -1086,7 +968,7 @@ def response_row(prompt_row: dict[str, Any], completion: generation.Completion) 
     }
 
 
-def build_document(job: Job, ready: Ready, partial: Partial, padding_resets: int) -> dict[str, Any]:
+def build_document(job: Job, ready: Ready, partial: side_file.Partial, padding_resets: int) -> dict[str, Any]:
     """The `ifeval_responses` document from everything the side file holds, all sessions."""
     config, selected = job.config, job.selected
     by_key = {row["key"]: row for row in partial.rows}

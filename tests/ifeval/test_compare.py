@@ -158,7 +158,7 @@ def test_cli_prints_and_writes_markdown_plot_json(pair, tmp_path, capsys):
     assert f"{N_BROKEN} pass→fail, {N_FIXED} fail→pass" in text
     assert f"{N_BROKEN} pass -> fail, {N_FIXED} fail -> pass" in out
     assert text.count("| 1") >= N_BROKEN + N_FIXED  # every strict flip has a row (keys 1000+)
-    from test_report import check_png
+    from tests.report.test_report import check_png
 
     check_png(png)
     # nothing is overwritten
@@ -224,7 +224,7 @@ def test_different_prompt_sets_are_refused_unless_common_only(pair, tmp_path, ca
 
 
 def test_other_benchmarks_and_bad_files_are_one_line_errors(pair, shared_data, tmp_path, capsys):
-    from test_report import lm_eval_doc, tinymmlu_doc
+    from tests.report.test_report import lm_eval_doc, tinymmlu_doc
 
     tiny = records.write_json_atomic(tmp_path / "t.json", tinymmlu_doc(shared_data, adapter=None, precision="bf16"))
     lm = records.write_json_atomic(tmp_path / "results_2026-11-20T10-31-07.json", lm_eval_doc())
@@ -262,7 +262,7 @@ def test_compare_runs_without_torch_or_scipy(pair):
 
 
 def test_responses_files_of_this_project_are_scored_on_the_fly(shared_data, tmp_path, capsys):
-    from test_report import LIMIT, responses_doc
+    from tests.report.test_report import LIMIT, responses_doc
 
     a = records.write_json_atomic(
         tmp_path / "base.json",

@@ -14,7 +14,7 @@ import pytest
 
 from sfteval.cli import UserError
 from sfteval.ifeval import run as ifeval_run
-from sfteval.ifeval import speed_plan
+from sfteval.ifeval import side_file, speed_plan
 from sfteval.model import generation
 from tests.conftest import ROOT, load_script
 
@@ -350,7 +350,7 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     assert (config.model, config.precision, config.max_new_tokens) == ("a/b", "8bit", 64)
 
 
-SIDE_HEADER = {"kind": ifeval_run.PARTIAL_KIND, "settings": {"n_prompts": 3}}
+SIDE_HEADER = {"kind": side_file.PARTIAL_KIND, "settings": {"n_prompts": 3}}
 SIDE_ROW = {"key": 1, "prompt": "p", "response": "r", "new_tokens": 1, "stop_reason": "eos"}
 
 
@@ -363,16 +363,16 @@ def test_side_file_drops_a_line_cut_short(tmp_path):
     batch = {"batch": {"session": 0, "rows": 1, "seconds": 1.0}}
     text = side_lines(SIDE_HEADER, {"session": {"index": 0}}, SIDE_ROW, batch)
     path.write_text(text + '{"key": 2, "prompt": "p", "resp')
-    partial = ifeval_run.read_partial(path)
+    partial = side_file.read_partial(path)
     assert partial.torn_tail and [r["key"] for r in partial.rows] == [1] and partial.good_bytes == len(text)
-    side = ifeval_run.SideFile(path, truncate_to=partial.good_bytes)
+    side = side_file.SideFile(path, truncate_to=partial.good_bytes)
     side.append([{**SIDE_ROW, "key": 2}, batch])
     side.close()
-    again = ifeval_run.read_partial(path)
+    again = side_file.read_partial(path)
     assert not again.torn_tail and [r["key"] for r in again.rows] == [1, 2] and len(again.batches) == 2
     path.write_text(text + "not json\n")
     with pytest.raises(UserError, match="line 5 is not valid JSON"):
-        ifeval_run.read_partial(path)
+        side_file.read_partial(path)
 
 
 def test_rows_whose_batch_record_a_kill_cut_off_are_generated_again(tmp_path):
@@ -381,7 +381,7 @@ def test_rows_whose_batch_record_a_kill_cut_off_are_generated_again(tmp_path):
     path = tmp_path / "run.partial.jsonl"
     settled = side_lines(SIDE_HEADER, {"session": {"index": 0}}, SIDE_ROW, {"batch": {"session": 0, "rows": 1}})
     path.write_text(settled + side_lines({**SIDE_ROW, "key": 2}) + '{"key": 3, "pro')
-    partial = ifeval_run.read_partial(path)
+    partial = side_file.read_partial(path)
     assert [r["key"] for r in partial.rows] == [1] and partial.good_bytes == len(settled) and partial.torn_tail
     assert sum(b["rows"] for b in partial.batches) == len(partial.rows)
 
@@ -390,23 +390,23 @@ def test_find_partial_takes_the_newest_match_and_names_what_differs(tmp_path):
     settings = {"model": "m", "precision": "4bit", "n_prompts": 541}
 
     def write(name, **changes):
-        header = {"kind": ifeval_run.PARTIAL_KIND, "settings": {**settings, **changes, "template": "chat"}}
+        header = {"kind": side_file.PARTIAL_KIND, "settings": {**settings, **changes, "template": "chat"}}
         (tmp_path / name).write_text(json.dumps(header) + "\n")
         time.sleep(0.01)
 
     write("a.partial.jsonl")
     write("b.partial.jsonl")
     write("c.partial.jsonl", precision="bf16")
-    assert ifeval_run.find_partial(tmp_path, settings).name == "b.partial.jsonl"
+    assert side_file.find_partial(tmp_path, settings).name == "b.partial.jsonl"
     with pytest.raises(UserError, match=r"c.partial.jsonl, differs in: precision, n_prompts"):
-        ifeval_run.find_partial(tmp_path, {**settings, "n_prompts": 10})
+        side_file.find_partial(tmp_path, {**settings, "n_prompts": 10})
     assert ifeval_run.RunPaths.from_any(tmp_path / "b.partial.jsonl").output == tmp_path / "b.json"
 
 
 def test_a_fresh_run_beside_an_unfinished_one_with_its_settings_points_to_resume(tmp_path):
     settings = {"model": "m", "precision": "4bit", "n_prompts": 541}
     side = tmp_path / "m_4bit_20260101_000000.partial.jsonl"
-    side.write_text(json.dumps({"kind": ifeval_run.PARTIAL_KIND, "settings": settings}) + "\n")
+    side.write_text(json.dumps({"kind": side_file.PARTIAL_KIND, "settings": settings}) + "\n")
     config = ifeval_run.RunConfig(model="m", precision="4bit", output=str(tmp_path))
     with pytest.raises(UserError, match=f"{side.name} holds an unfinished run with these settings; pass --resume"):
         ifeval_run.choose_paths(config, settings, "m")

@@ -13,6 +13,7 @@ import pytest
 
 from sfteval.cli import UserError
 from sfteval.ifeval import run as ifeval_run
+from sfteval.ifeval import side_file
 from tests.conftest import ROOT, load_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,7 +93,7 @@ class Crash(Exception):
 
 def test_cut_off_run_resumes_to_the_same_responses(batched, stop_model, shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(ifeval_run, "CONTINUOUS_GROUP_ROWS", GROUP)
-    append = ifeval_run.SideFile.append
+    append = side_file.SideFile.append
     groups = []
 
     def crash_after_two_groups(self, objects):
@@ -102,10 +103,10 @@ def test_cut_off_run_resumes_to_the_same_responses(batched, stop_model, shared_d
             groups.append(objects)
         append(self, objects)
 
-    monkeypatch.setattr(ifeval_run.SideFile, "append", crash_after_two_groups)
+    monkeypatch.setattr(side_file.SideFile, "append", crash_after_two_groups)
     with pytest.raises(Crash):
         eval_generate.main(args(stop_model, shared_data, tmp_path, "--speed", "continuous"))
-    monkeypatch.setattr(ifeval_run.SideFile, "append", append)
+    monkeypatch.setattr(side_file.SideFile, "append", append)
     partial = next(tmp_path.glob("*.partial.jsonl"))
     kept = [line for line in partial.read_text().splitlines() if '"key"' in line]
     assert len(kept) == 2 * GROUP
@@ -134,7 +135,7 @@ def test_rows_finished_before_a_generation_error_are_kept(stop_model, shared_dat
     monkeypatch.setattr(continuous.ContinuousRun, "results", failing_after_two)
     with pytest.raises(RuntimeError, match="out of memory"):
         eval_generate.main(args(stop_model, shared_data, tmp_path, "--speed", "continuous"))
-    partial = ifeval_run.read_partial(next(tmp_path.glob("*.partial.jsonl")))
+    partial = side_file.read_partial(next(tmp_path.glob("*.partial.jsonl")))
     assert len(partial.rows) == 2 and partial.batches[0]["rows"] == 2
 
 
