@@ -17,6 +17,10 @@ process_seconds, tokens_per_second (as the script measured it over its own work;
 also steady_tokens_per_second, its rate after the first steps' compile and warm-up),
 process_tokens_per_second (tokens / process_seconds), peak_gpu_memory_gb, load_seconds,
 returncode, git_commit, versions, and the last lines of the run's output.
+
+Records measured on another machine (a GPU box's own latest.json) join --out with --merge:
+
+  python bench/cli_bench.py --merge /path/from/the/gpu/latest.json     # then --table
 """
 
 from __future__ import annotations
@@ -48,7 +52,41 @@ def make_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=ROOT / "bench" / "results" / "latest.json", help="(default: %(default)s)"
     )
     parser.add_argument("--timeout", type=cli.positive_int, default=1800, help="seconds per run (default: %(default)s)")
+    parser.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="append FILE's records to --out, leaving out those --out already holds (same measured_at, script "
+        "and args); repeat",
+    )
     return parser
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise cli.UserError(f"{path}: cannot read it as JSON ({err})") from None
+    if not isinstance(kept, list) or not all(isinstance(r, dict) and {"script", "args"} <= r.keys() for r in kept):
+        raise cli.UserError(f"{path}: not a list of cli_bench records (each with script and args)")
+    return kept
+
+
+def merged(kept: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`kept` and then those of `new` it does not hold already, each once, in their order."""
+
+    def identity(record: dict[str, Any]) -> tuple:
+        return record.get("measured_at"), record["script"], tuple(record["args"])
+
+    seen = {identity(r) for r in kept}
+    added = []
+    for record in new:
+        if identity(record) not in seen:
+            seen.add(identity(record))
+            added.append(record)
+    return kept + added
 
 
 def split_command(text: str) -> tuple[str, list[str]]:
@@ -155,8 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(markdown_table(json.loads(args.out.read_text(encoding="utf-8"))))
         return 0
+    if args.merge:
+        kept = read_records(args.out) if args.out.is_file() else []
+        combined = kept
+        for path in args.merge:
+            combined = merged(combined, read_records(path))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        records.write_json_atomic(args.out, combined, overwrite=True)
+        print(f"{len(combined) - len(kept)} record(s) added to {args.out}, {len(combined)} in all", file=sys.stderr)
+        return 0
     if not args.run:
-        raise cli.UserError("give at least one --run COMMAND (or --table)")
+        raise cli.UserError("give at least one --run COMMAND (or --table, or --merge FILE)")
     commands = [(text, *split_command(text)) for text in args.run]  # every command checked before the first runs
     kept = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else []
     for text, _script, _args in commands:

@@ -74,3 +74,34 @@ def test_a_run_past_its_timeout_is_recorded_with_what_it_wrote(monkeypatch):
     assert record["returncode"] is None and record["args"] == ["--model", "M", "--max-steps", "30"]
     assert record["log_tail"][-2:] == ["compiling", "(timed out after 140 s)"]
     assert "tokens" not in record and record["process_tokens_per_second"] is None
+
+
+def bench_record(when: str, *args: str) -> dict:
+    return {"script": "eval_generate.py", "args": list(args), "measured_at": when, "process_seconds": 1.0}
+
+
+def test_merge_appends_the_records_out_does_not_hold(tmp_path, capsys):
+    out, gpu = tmp_path / "latest.json", tmp_path / "gpu.json"
+    here = [bench_record("t1", "--precision", "bf16")]
+    there = [bench_record("t1", "--precision", "bf16"), bench_record("t2", "--precision", "4bit")]
+    out.write_text(json.dumps(here))
+    gpu.write_text(json.dumps(there))
+    assert cli_bench.main(["--out", str(out), "--merge", str(gpu)]) == 0
+    assert json.loads(out.read_text()) == here + there[1:]
+    assert "1 record(s) added" in capsys.readouterr().err
+    # Merging the same file again adds nothing; records are kept in the order they came.
+    assert cli_bench.main(["--out", str(out), "--merge", str(gpu)]) == 0
+    assert json.loads(out.read_text()) == here + there[1:]
+    assert "0 record(s) added" in capsys.readouterr().err
+
+
+def test_merge_refuses_a_file_that_is_not_a_record_list(tmp_path, capsys):
+    from sfteval import cli
+
+    out, other = tmp_path / "latest.json", tmp_path / "other.json"
+    out.write_text("[]")
+    other.write_text(json.dumps({"kind": "ifeval_responses"}))
+    assert cli.run(cli_bench.main, ["--out", str(out), "--merge", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a list of cli_bench records" in err
+    assert out.read_text() == "[]"
