@@ -85,6 +85,11 @@ def read_offline_run(run_dir: Path) -> dict:
 
 
 def offline_runs(root: Path) -> list[dict]:
+    import wandb
+
+    # run.finish() can return before wandb's service process has closed the run's file (seen on a
+    # busy 2-core machine: a file without its run record); shutting the service down closes them.
+    wandb.teardown()
     return [read_offline_run(d) for d in sorted((root / "wandb").glob("offline-run-*"))]
 
 
