@@ -65,10 +65,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise cli.UserError(f"{path}: cannot read it as JSON ({err})") from None
+    kept = records.read_json(path, "bench records file")
     if not isinstance(kept, list) or not all(isinstance(r, dict) and {"script", "args"} <= r.keys() for r in kept):
         raise cli.UserError(f"{path}: not a list of cli_bench records (each with script and args)")
     return kept
@@ -191,7 +188,7 @@ def markdown_table(kept: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(args.out.read_text(encoding="utf-8"))))
+        print(markdown_table(read_records(args.out)))
         return 0
     if args.merge:
         kept = read_records(args.out) if args.out.is_file() else []
@@ -205,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run:
         raise cli.UserError("give at least one --run COMMAND (or --table, or --merge FILE)")
     commands = [(text, *split_command(text)) for text in args.run]  # every command checked before the first runs
-    kept = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else []
+    kept = read_records(args.out) if args.out.is_file() else []
     for text, _script, _args in commands:
         print(f"== {text}", file=sys.stderr, flush=True)
         record = run_one(text, args.timeout)
